@@ -1,0 +1,59 @@
+"""spiking-lm: spiking LLMs with multi-granularity phase coding, as an lm-eval plugin and a Lightning trainer."""
+
+import os
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+PTH = "spiking_lm_lmeval.pth"
+
+
+class BuildPyWithImportHook(build_py):
+    """Ship the .pth import hook at the root of site-packages (lm-eval has no plugin entry points)."""
+
+    def run(self):
+        super().run()
+        self.copy_file(PTH, os.path.join(self.build_lib, PTH))
+
+    def get_outputs(self, include_bytecode=1):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH)]
+
+    def get_output_mapping(self):
+        mapping = super().get_output_mapping()
+        mapping[os.path.join(self.build_lib, PTH)] = PTH
+        return mapping
+
+
+setup(
+    name="spiking-lm",
+    version="0.1.0",
+    description="Convert LLaMA-family LLMs to spiking LLMs (multi-granularity phase coding) and evaluate them in lm-eval",
+    long_description=open("README.md").read() if os.path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["spiking_lm_plugin*", "lightning_modules*"]),
+    py_modules=["spiking_lm_lmeval_hook"],
+    package_data={"spiking_lm_plugin": ["tasks/*.yaml", "tasks/*.py", "tasks/**/*", "configs/*.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=4.50",
+        "lm-eval==0.4.13",
+        "pytorch-lightning>=2.4",
+        "torchmetrics>=1.4",
+        "rich>=13",
+        "jsonargparse[signatures]>=4.30",
+        "safetensors>=0.4",
+        "gguf>=0.10",
+        "accelerate>=0.30",
+        "matplotlib>=3.7",
+    ],
+    extras_require={"dev": ["pytest>=8", "pytest-timeout"], "hadamard": ["fast-hadamard-transform"]},
+    entry_points={
+        "console_scripts": [
+            "spiking-lm=spiking_lm_plugin.cli:main",
+            "spiking-lm-train=lightning_modules.cli:main",
+        ]
+    },
+    cmdclass={"build_py": BuildPyWithImportHook},
+)

@@ -1,0 +1,54 @@
+"""Calibration forward: one pass over text with every selected site feeding its reservoir."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .fitting import SiteReservoir
+from .model_surgery import spiking_sites
+from .progress import progress_bar
+
+
+def token_windows(tokenizer, texts: Iterable[str], tokens: int, sequence_length: int) -> torch.Tensor:
+    """Concatenate documents (EOS-separated) and cut ``tokens`` tokens into [n, sequence_length] windows."""
+    ids: list[int] = []
+    sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"] + sep)
+        if len(ids) >= tokens:
+            break
+    ids = ids[:tokens]
+    if len(ids) < sequence_length:
+        if not ids:
+            raise ValueError("calibration text produced no tokens")
+        sequence_length = len(ids)
+    n = len(ids) // sequence_length
+    return torch.tensor(ids[: n * sequence_length]).view(n, sequence_length)
+
+
+@torch.no_grad()
+def record_activations(model: nn.Module, windows: torch.Tensor, site_names: list[str], capacity: int,
+                       batch_size: int = 4, seed: int = 0, show_progress: bool = True) -> dict[str, SiteReservoir]:
+    """Run the ANN over ``windows`` and return a bounded reservoir per site."""
+    sites = spiking_sites(model)
+    runtime = model.spiking_runtime
+    reservoirs = {}
+    for i, name in enumerate(site_names):
+        reservoirs[name] = sites[name].reservoir = SiteReservoir(name, capacity, sites[name].channels, seed + i)
+    previous = runtime.mode
+    runtime.set_mode("record")
+    device = next(model.parameters()).device
+    try:
+        batches = list(windows.split(batch_size))
+        with progress_bar("calibrating", len(batches), show_progress) as advance:
+            for batch in batches:
+                model(input_ids=batch.to(device), use_cache=False)
+                advance()
+    finally:
+        runtime.set_mode(previous)
+        for name in site_names:
+            sites[name].reservoir = None
+    return reservoirs

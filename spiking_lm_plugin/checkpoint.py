@@ -1,0 +1,130 @@
+"""Converted checkpoint: a directory with ``spiking_config.json`` + ``neurons.safetensors``.
+
+The base weights are not stored: the checkpoint names the base model and a fingerprint of its weights,
+so a 7B conversion stays kilobytes to megabytes. Written atomically (temp dir + rename); loading checks
+the format version, the fingerprint and the site coverage and says exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import SpikingConfig
+from .conversion import SpikingState, apply_neurons, selected_sites
+from .model_surgery import attach
+from .neurons import NeuronSpec
+
+FORMAT = "spiking-lm"
+FORMAT_VERSION = 1
+CONFIG_FILE = "spiking_config.json"
+TENSORS_FILE = "neurons.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, too new, or made for another base model."""
+
+
+def save(model: nn.Module, directory: str | os.PathLike) -> Path:
+    state: SpikingState | None = getattr(model, "spiking_state", None)
+    if state is None:
+        raise ValueError("this model has no fitted neurons to save; run spiking_lm_plugin.convert first")
+    directory = Path(directory)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "base_model": {"name": state.base_model, "fingerprint": state.fingerprint,
+                       "architecture": model.config.model_type, "num_layers": len(model.model.layers)},
+        "config": state.config.to_dict(),
+        "neuron": state.spec.to_dict(),
+        "sites": state.site_names,
+        "fit": state.fit,
+    }
+    tensors = {f"neurons.{k}": v.contiguous().cpu() for k, v in state.neurons.items()}
+    tensors.update({f"tau.{name}": tau.contiguous().cpu() for name, tau in state.taus.items()})
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_file(tensors, str(tmp / TENSORS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
+        tmp.chmod(0o755)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def read_meta(directory: str | os.PathLike) -> dict:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"spiking checkpoint {str(directory)!r} does not exist (expected a directory "
+                              f"with {CONFIG_FILE} and {TENSORS_FILE}, as written by `spiking-lm convert`)")
+    cfg = directory / CONFIG_FILE
+    if not cfg.is_file():
+        raise CheckpointError(f"{directory} is not a spiking checkpoint: {CONFIG_FILE} is missing")
+    try:
+        meta = json.loads(cfg.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{cfg} is corrupt (not valid JSON: {exc})") from exc
+    if meta.get("format") != FORMAT or not isinstance(meta.get("format_version"), int):
+        raise CheckpointError(f"{cfg} is not a spiking-lm checkpoint config")
+    if meta["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{directory} has format version {meta['format_version']}, newer than this "
+                              f"spiking-lm supports ({FORMAT_VERSION}); upgrade spiking-lm")
+    return meta
+
+
+def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") -> SpikingState:
+    """Attach spiking wrappers to ``model`` (the base model) and install the checkpoint's neurons."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    runtime = attach(model)
+    base = meta["base_model"]
+    if base["fingerprint"] != model.spiking_fingerprint:
+        raise CheckpointError(
+            f"checkpoint {directory} was made for base model {base['name']!r} (weights fingerprint "
+            f"{base['fingerprint'][:12]}), but the loaded model's weights fingerprint is "
+            f"{model.spiking_fingerprint[:12]}: load the same base model it was converted from")
+    config = SpikingConfig.from_dict(meta["config"])
+    expected = selected_sites(model, config)
+    stored = list(meta["sites"])
+    if stored != expected:
+        missing = sorted(set(expected) - set(stored))
+        extra = sorted(set(stored) - set(expected))
+        raise CheckpointError(f"checkpoint {directory} does not cover this model's sites: missing {missing[:6]}"
+                              f"{'...' if len(missing) > 6 else ''}, unexpected {extra[:6]}")
+    try:
+        tensors = load_file(str(directory / TENSORS_FILE))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory / TENSORS_FILE} is missing or corrupt: {exc}") from exc
+    neurons = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("neurons.")}
+    taus = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("tau.")}
+    lacking = [n for n in stored if n not in taus] + [k for k in ("d", "theta", "h", "v0") if k not in neurons]
+    if lacking:
+        raise CheckpointError(f"{directory / TENSORS_FILE} is incomplete: no tensors for {lacking[:6]}")
+    if neurons["d"].shape[0] != len(stored):
+        raise CheckpointError(f"{directory / TENSORS_FILE} has {neurons['d'].shape[0]} neurons "
+                              f"for {len(stored)} sites")
+    state = SpikingState(config, NeuronSpec.from_dict(meta["neuron"]), stored, neurons, taus,
+                         base["name"], base["fingerprint"], meta.get("fit", {}))
+    try:
+        apply_neurons(model, state)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {directory} does not fit this model: {exc}") from exc
+    runtime.set_mode(mode)
+    return state

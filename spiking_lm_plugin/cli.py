@@ -1,0 +1,185 @@
+"""The ``spiking-lm`` command: convert, inspect, fetch assets, locate the task YAML, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .sites import ALL_SITE_TYPES
+
+
+def _parse_allocation(text: str | None):
+    if text in (None, "", "uniform"):
+        return None
+    if text == "search":
+        return "search"
+    return tuple(int(x) for x in text.split(","))
+
+
+def _summary_table(state, title: str):
+    from rich.table import Table
+
+    from .sites import site_type
+
+    fit = state.fit
+    table = Table(title=title)
+    for col in ("site type", "sites", "rel. MSE (ours)", "rel. MSE (binary)", "firing rate"):
+        table.add_column(col, justify="right" if col != "site type" else "left")
+    by_type: dict[str, list[int]] = {}
+    for i, name in enumerate(state.site_names):
+        by_type.setdefault(site_type(name), []).append(i)
+    mean = lambda key, idx: sum(fit[key][i] for i in idx) / len(idx)  # noqa: E731
+    for kind, idx in by_type.items():
+        table.add_row(kind, str(len(idx)), f"{mean('site_loss', idx):.3e}", f"{mean('site_loss_binary', idx):.3e}",
+                      f"{mean('site_spike_rate', idx):.3f}")
+    table.caption = (f"calibration {fit['calibration_tokens']:,} tokens in {fit['calibrate_s']:.1f}s, "
+                     f"fit {len(state.site_names)} sites in {fit['fit_s']:.1f}s")
+    return table
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from . import FitConfig, SpikingConfig, convert, save
+    from .loading import load_base_model
+    from .progress import console
+
+    config = SpikingConfig(
+        timesteps=args.timesteps, grains=args.grains, neuron=args.neuron, allocation=_parse_allocation(args.allocation),
+        tau=args.tau, sites=tuple(args.sites.split(",")) if args.sites else ALL_SITE_TYPES,
+        calibration_text=args.calibration_text, calibration_tokens=args.calibration_tokens,
+        sequence_length=args.sequence_length, batch_size=args.batch_size, samples_per_site=args.samples_per_site,
+        fit=FitConfig(rounds=args.rounds, threshold_steps=args.threshold_steps, base_steps=args.base_steps,
+                      joint=args.joint, seed=args.seed),
+        seed=args.seed,
+    )
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    model, tokenizer, _ = load_base_model(args.model, args.device, args.dtype)
+    load_s = time.perf_counter() - t0
+    state = convert(model, config, tokenizer=tokenizer, base_model=args.model, show_progress=not args.quiet)
+    state.fit["load_s"] = load_s
+    t1 = time.perf_counter()
+    save(model, out)
+    state.fit["save_s"] = time.perf_counter() - t1
+    save(model, out)   # again, so the saved metadata includes the save time (tiny files)
+    console.print(_summary_table(state, f"spiking-lm convert {args.model} T={args.timesteps} -> {out}"))
+    console.print(f"load {load_s:.1f}s, calibrate {state.fit['calibrate_s']:.1f}s, fit {state.fit['fit_s']:.1f}s, "
+                  f"save {state.fit['save_s']:.2f}s")
+    print(out)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoint import read_meta
+
+    meta = read_meta(args.checkpoint)
+    summary = {k: meta[k] for k in ("format_version", "base_model", "config", "neuron")}
+    summary["sites"] = len(meta["sites"])
+    summary["fit"] = {k: v for k, v in meta.get("fit", {}).items() if not isinstance(v, list)}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .assets import MODEL_ALIASES, TEXT_ALIASES, resolve_model, text_documents
+
+    for name in args.assets or list(MODEL_ALIASES) + list(TEXT_ALIASES):
+        if name in MODEL_ALIASES:
+            print(f"{name}: {resolve_model(name)}")
+        elif name in TEXT_ALIASES:
+            print(f"{name}: {len(text_documents(name))} documents")
+        else:
+            raise ValueError(f"unknown asset {name!r}; choose from {sorted(MODEL_ALIASES) + sorted(TEXT_ALIASES)}")
+    return 0
+
+
+def tasks_dir() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("spiking_lm_plugin.tasks")))
+
+
+def cmd_tasks_dir(args: argparse.Namespace) -> int:
+    print(tasks_dir())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spiking-lm",
+        description="Convert LLaMA-family LLMs (LLaMA, Qwen2, Mistral) into spiking LLMs with distribution-aware "
+                    "multi-granularity phase coding, and evaluate them in lm-eval (`lm_eval --model spiking-hf`).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="calibrate, fit all neurons, write a checkpoint directory",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("--model", default="smollm2-135m", help="alias (smollm2-135m), local HF folder, or hub id")
+    c.add_argument("--out", required=True, help="checkpoint directory to write (atomically)")
+    c.add_argument("--timesteps", "-T", type=int, default=8, help="time steps T per neuron")
+    c.add_argument("--grains", type=int, default=2, help="number of grains (bases) n <= T")
+    c.add_argument("--neuron", default="multi-grain", help="preset: multi-grain, single-grain, binary, tied, "
+                   "two-spike, rate, ttfs, integer")
+    c.add_argument("--allocation", default=None, help="'uniform', 'search' (Alg. 2) or steps per grain, e.g. 2,6")
+    c.add_argument("--tau", default="channel", choices=["channel", "tensor"],
+                   help="scale granularity at sites feeding a linear layer")
+    c.add_argument("--sites", default=None, help=f"comma list of site types (default all: {','.join(ALL_SITE_TYPES)})")
+    c.add_argument("--calibration-text", default="enwiki-excerpt", help="text asset for calibration")
+    c.add_argument("--calibration-tokens", type=int, default=16384)
+    c.add_argument("--sequence-length", type=int, default=512)
+    c.add_argument("--batch-size", type=int, default=4)
+    c.add_argument("--samples-per-site", type=int, default=16384)
+    c.add_argument("--rounds", type=int, default=4, help="alternating rounds N")
+    c.add_argument("--threshold-steps", type=int, default=40, help="N1: steps on theta/h per round")
+    c.add_argument("--base-steps", type=int, default=20, help="N2: steps on the bases per round")
+    c.add_argument("--joint", action="store_true", help="optimize all parameters jointly (ablation)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--dtype", default="float32")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_convert)
+
+    i = sub.add_parser("info", help="print a checkpoint's metadata")
+    i.add_argument("checkpoint")
+    i.set_defaults(func=cmd_info)
+
+    f = sub.add_parser("fetch", help="download, verify and cache the offline assets")
+    f.add_argument("assets", nargs="*", help="aliases (default: all)")
+    f.set_defaults(func=cmd_fetch)
+
+    t = sub.add_parser("tasks-dir", help="print the directory of the packaged lm-eval tasks (for --include_path)")
+    t.set_defaults(func=cmd_tasks_dir)
+
+    d = sub.add_parser("demo", help="the main job: convert the default model, evaluate ANN vs spiking in lm-eval",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d.add_argument("--model", default="smollm2-135m")
+    d.add_argument("--timesteps", "-T", type=int, default=8)
+    d.add_argument("--grains", type=int, default=2)
+    d.add_argument("--calibration-tokens", type=int, default=16384)
+    d.add_argument("--eval-docs", type=int, default=8, help="evaluation documents (lm-eval --limit)")
+    d.add_argument("--task", default="spiking_enwiki_ppl_short")
+    d.add_argument("--out", default="outputs/demo", help="where the checkpoint and results go")
+    d.add_argument("--device", default="cpu")
+    d.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"spiking-lm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Configuration dataclasses of a conversion (torchao style: one verb, one config)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .fitting import FitConfig
+from .neurons import NeuronSpec, PRESETS
+from .neurons.spec import validate_allocation, validate_steps
+from .sites import ALL_SITE_TYPES, validate_site_types
+
+
+@dataclass
+class SpikingConfig:
+    """What to convert and how.
+
+    timesteps/grains/neuron: the neuron family (``neuron`` is a preset name, see ``NeuronSpec.preset``).
+    allocation: ``None`` (uniform), an explicit tuple such as (2, 6), or ``"search"`` (Alg. 2).
+    tau: ``"channel"`` (per input channel at sites feeding a linear layer, per tensor elsewhere) or ``"tensor"``.
+    """
+
+    timesteps: int = 8
+    grains: int = 2
+    neuron: str = "multi-grain"
+    allocation: Any = None
+    tau: str = "channel"
+    sites: tuple[str, ...] = ALL_SITE_TYPES
+    calibration_text: str = "enwiki-excerpt"
+    calibration_tokens: int = 16384
+    sequence_length: int = 512
+    batch_size: int = 4
+    samples_per_site: int = 16384
+    search_steps: int = 60
+    fit: FitConfig = field(default_factory=FitConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fit, dict):
+            self.fit = FitConfig(**self.fit)
+        validate_steps(self.timesteps, self.grains)
+        if self.neuron not in PRESETS:
+            raise ValueError(f"unknown neuron preset {self.neuron!r}; choose one of {sorted(PRESETS)}")
+        if self.tau not in ("channel", "tensor"):
+            raise ValueError(f"tau must be 'channel' or 'tensor', got {self.tau!r}")
+        self.sites = validate_site_types(self.sites)
+        if isinstance(self.allocation, (list, tuple)):
+            self.allocation = validate_allocation(tuple(self.allocation), self.timesteps)
+        elif self.allocation not in (None, "search"):
+            raise ValueError(f"allocation must be None, 'search' or a tuple of step counts, got {self.allocation!r}")
+        for name in ("calibration_tokens", "sequence_length", "batch_size", "samples_per_site"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def neuron_spec(self) -> NeuronSpec:
+        overrides = {"allocation": self.allocation} if isinstance(self.allocation, tuple) else {}
+        return NeuronSpec.preset(self.neuron, self.timesteps, self.grains, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["sites"] = list(self.sites)
+        if isinstance(self.allocation, tuple):
+            out["allocation"] = list(self.allocation)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SpikingConfig":
+        data = dict(data)
+        data["sites"] = tuple(data.get("sites", ALL_SITE_TYPES))
+        if isinstance(data.get("allocation"), list):
+            data["allocation"] = tuple(data["allocation"])
+        return cls(**data)

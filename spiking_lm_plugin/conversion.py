@@ -1,0 +1,149 @@
+"""``convert(model, SpikingConfig(...))``: calibrate, fit all sites as one batched problem, rewrite in place."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .calibration import record_activations, token_windows
+from .config import SpikingConfig
+from .fitting import FitResult, fit_neurons, search_allocations
+from .fitting.reservoir import SiteReservoir
+from .model_surgery import attach, spiking_sites
+from .neurons import NeuronBank, NeuronSpec
+from .neurons.dynamics import phase_code
+from .progress import progress_bar
+from .sites import LINEAR_INPUT_SITE_TYPES, site_type
+
+
+@dataclass
+class SpikingState:
+    """What a converted model carries (and a checkpoint stores)."""
+
+    config: SpikingConfig
+    spec: NeuronSpec
+    site_names: list[str]
+    neurons: dict[str, torch.Tensor]          # NeuronBank.export(): [sites, T] tensors
+    taus: dict[str, torch.Tensor]
+    base_model: str
+    fingerprint: str
+    fit: dict = field(default_factory=dict)   # timings, losses, allocations
+
+
+def selected_sites(model: nn.Module, config: SpikingConfig) -> list[str]:
+    return [name for name in spiking_sites(model) if site_type(name) in config.sites]
+
+
+def normalized_samples(reservoirs: dict[str, SiteReservoir], config: SpikingConfig
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """[sites, N] magnitudes |x|/tau and the taus (per channel where the site feeds a linear layer)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    rows, taus = [], {}
+    n = config.samples_per_site
+    for name, res in reservoirs.items():
+        per_channel = config.tau == "channel" and site_type(name) in LINEAR_INPUT_SITE_TYPES
+        u, tau = res.normalized(per_channel)
+        if u.numel() >= n:
+            u = u[:n]
+        else:
+            u = u[torch.randint(0, u.numel(), (n,), generator=gen)]
+        rows.append(u)
+        taus[name] = tau
+    return torch.stack(rows), taus
+
+
+def apply_neurons(model: nn.Module, state: SpikingState) -> None:
+    """Install fitted neurons into the model's sites; sites not in the state stay analog."""
+    sites = spiking_sites(model)
+    missing = [n for n in state.site_names if n not in sites]
+    if missing:
+        raise ValueError(f"the model has no site(s) {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    t = state.neurons
+    for i, name in enumerate(state.site_names):
+        sites[name].set_neuron(t["d"][i], t["theta"][i], t["h"][i], t["v0"][i], state.taus[name],
+                               levels=state.spec.levels, max_spikes=state.spec.max_spikes)
+    model.spiking_state = state
+
+
+def _spike_rate(bank: NeuronBank, samples: torch.Tensor) -> torch.Tensor:
+    e = bank.export()
+    cols = lambda p: [p[:, i : i + 1] for i in range(p.shape[1])]  # noqa: E731
+    with torch.no_grad():
+        _, events = phase_code(samples, cols(e["theta"]), cols(e["h"]), cols(e["d"]), e["v0"][:, None],
+                               levels=bank.spec.levels, max_spikes=bank.spec.max_spikes)
+    return events.mean(1) / bank.spec.timesteps
+
+
+def fit_sites(samples: torch.Tensor, config: SpikingConfig, show_progress: bool = True) -> FitResult:
+    """Alg. 2 (when ``allocation="search"``) then Alg. 1, all sites at once."""
+    spec = config.neuron_spec()
+    allocations = None
+    if config.allocation == "search" and spec.fitted and spec.grains > 1:
+        allocations = search_allocations(spec, samples, steps=config.search_steps, config=config.fit)
+    fit = config.fit
+    total = fit.rounds * (fit.threshold_steps + fit.base_steps) if spec.fitted else 0
+    with progress_bar(f"fitting {samples.shape[0]} sites", total, show_progress and total > 0) as advance:
+        return fit_neurons(spec, samples, fit, allocations,
+                           progress=lambda i, n, phase, loss: advance(1, f"{phase} loss {loss:.3g}"))
+
+
+def convert(model: nn.Module, config: SpikingConfig | None = None, calibration=None, tokenizer=None,
+            base_model: str | None = None, show_progress: bool = True, mode: str = "fused") -> SpikingState:
+    """Convert ``model`` in place into a spiking model.
+
+    calibration: a LongTensor of token windows [n, L], a list of strings, or None for the
+    ``config.calibration_text`` asset's calibration split (needs ``tokenizer``).
+    """
+    config = config or SpikingConfig()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    runtime = attach(model)
+    names = selected_sites(model, config)
+    if calibration is None or (isinstance(calibration, (list, tuple)) and calibration and isinstance(calibration[0], str)):
+        if tokenizer is None:
+            raise ValueError("a tokenizer is needed to calibrate on text")
+        if calibration is None:
+            from .assets import text_documents
+            calibration = [d["text"] for d in text_documents(config.calibration_text, "calibration")]
+        calibration = token_windows(tokenizer, calibration, config.calibration_tokens, config.sequence_length)
+    if not isinstance(calibration, torch.Tensor) or calibration.ndim != 2:
+        raise ValueError("calibration must be token windows [n, L], a list of texts, or None")
+    spec = config.neuron_spec()
+    reservoirs = record_activations(model, calibration, names, config.samples_per_site, config.batch_size,
+                                    config.seed, show_progress)
+    timings["calibrate_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    samples, taus = normalized_samples(reservoirs, config)
+    result = fit_sites(samples, config, show_progress)
+    timings["fit_s"] = time.perf_counter() - t1
+    binary = NeuronBank(NeuronSpec.preset("binary", config.timesteps), len(names))
+    from .fitting import evaluate
+    state = SpikingState(
+        config=config, spec=spec, site_names=names, neurons=result.bank.export(), taus=taus,
+        base_model=base_model or str(getattr(model.config, "_name_or_path", "")),
+        fingerprint=model.spiking_fingerprint,
+        fit={
+            **timings,
+            "calibration_tokens": int(calibration.numel()),
+            "site_loss": result.loss.tolist(),
+            "site_loss_binary": evaluate(binary, samples, config.fit.relative).tolist(),
+            "site_initial_loss": result.initial_loss.tolist(),
+            "site_spike_rate": _spike_rate(result.bank, samples).tolist(),
+            "round_loss": result.round_loss,
+            "allocations": [list(a) for a in result.bank.allocations],
+        },
+    )
+    apply_neurons(model, state)
+    runtime.set_mode(mode)
+    return state
+
+
+def set_mode(model: nn.Module, mode: str) -> None:
+    """Switch a converted model between 'fused', 'timestep' and 'ann'."""
+    runtime = getattr(model, "spiking_runtime", None)
+    if runtime is None:
+        raise ValueError("this model is not converted; call spiking_lm_plugin.convert or load first")
+    runtime.set_mode(mode)

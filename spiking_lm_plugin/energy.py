@@ -1,0 +1,209 @@
+"""Energy meter (paper eq. 18, 59, 60): MACs and ACs counted from the spikes actually fired.
+
+Rules (per forward; the ANN is counted by the same code with every site analog):
+- Linear fed by spikes: AC = nnz(spikes) * out_features (each spike adds one weight column);
+  MAC = T * out_features per token (scaling each step's accumulation by d_t; per-channel tau is folded
+  into the weight, so it costs nothing). Fed by an analog input: MAC = in * out per token.
+- Activation-activation product A B = sum_t (S_A(t) B_t + A_t S_B(t) - A_t B_t):
+  AC = sum_t nnz(A_t) n_B + nnz(B_t) n_A + nnz(A_t and B_t) (fan-outs n over the pairs the mask allows);
+  MAC = 2 T per output element (the two per-step scalings). Analog: MAC = one per multiply.
+- Norms, softmax and SiLU act on integrated inputs: a fixed number of MACs per element, the same for ANN
+  and SNN (``NONLINEAR_MACS``). Embedding lookups are free. Neuron membrane updates are not counted
+  (as in the paper).
+- Energy = E_MAC * MAC + E_AC * AC (45 nm: 4.6 pJ, 0.9 pJ); optional read/write model (Appendix D.7):
+  every operand read and result write of 32 bits costs ``e_rw`` (5 pJ), a spike 1/32 of that.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+NONLINEAR_MACS = {"rmsnorm": 4, "softmax": 4, "silu": 4}
+
+
+@dataclass
+class EnergyConstants:
+    e_mac_pj: float = 4.6
+    e_ac_pj: float = 0.9
+    e_rw_pj: float = 5.0
+    read_write: bool = False
+
+
+@dataclass
+class SiteStats:
+    spikes: float = 0.0
+    slots: float = 0.0        # elements * T: what the firing rate divides by
+
+    @property
+    def ann_energy_j(self) -> float:
+        c = self.constants
+        joules = self.ann_mac * c.e_mac_pj * 1e-12
+        if c.read_write:
+            joules += self.ann_rw_bits / 32.0 * c.e_rw_pj * 1e-12
+        return joules
+
+    def firing_rate(self) -> float:
+        return self.spikes / self.slots if self.slots else 0.0
+
+
+@dataclass
+class EnergyMeter:
+    constants: EnergyConstants = field(default_factory=EnergyConstants)
+    enabled: bool = True
+    mac: float = 0.0
+    ac: float = 0.0
+    reads_writes_bits: float = 0.0
+    ann_mac: float = 0.0      # what the ANN spends on the same ops (all MACs): the saving's baseline
+    ann_rw_bits: float = 0.0
+    tokens: int = 0
+    by_kind: dict = field(default_factory=lambda: defaultdict(lambda: [0.0, 0.0]))   # kind -> [mac, ac]
+    sites: dict = field(default_factory=lambda: defaultdict(SiteStats))
+
+    # ------------------------------------------------------------------ recording
+    def reset(self) -> None:
+        self.mac = self.ac = self.reads_writes_bits = self.ann_mac = self.ann_rw_bits = 0.0
+        self.tokens = 0
+        self.by_kind.clear()
+        self.sites.clear()
+
+    def add(self, kind: str, mac: float = 0.0, ac: float = 0.0, rw_bits: float = 0.0,
+            ann_mac: float | None = None, ann_rw_bits: float | None = None) -> None:
+        """Record one op; ``ann_mac`` is the same op's cost in the ANN (defaults to ``mac``: analog op)."""
+        self.ann_mac += float(mac if ann_mac is None else ann_mac)
+        self.ann_rw_bits += float(rw_bits if ann_rw_bits is None else ann_rw_bits)
+        self.mac += float(mac)
+        self.ac += float(ac)
+        self.reads_writes_bits += float(rw_bits)
+        entry = self.by_kind[kind]
+        entry[0] += float(mac)
+        entry[1] += float(ac)
+
+    def record_site(self, name: str, spikes, numel: int, timesteps: int) -> None:
+        stats = self.sites[name]
+        stats.spikes += float(spikes)
+        stats.slots += float(numel * timesteps)
+
+    # ------------------------------------------------------------------ reading
+    def energy_j(self) -> float:
+        c = self.constants
+        joules = (self.mac * c.e_mac_pj + self.ac * c.e_ac_pj) * 1e-12
+        if c.read_write:
+            joules += self.reads_writes_bits / 32.0 * c.e_rw_pj * 1e-12
+        return joules
+
+    def ann_energy_j(self) -> float:
+        c = self.constants
+        joules = self.ann_mac * c.e_mac_pj * 1e-12
+        if c.read_write:
+            joules += self.ann_rw_bits / 32.0 * c.e_rw_pj * 1e-12
+        return joules
+
+    def firing_rate(self) -> float:
+        spikes = sum(s.spikes for s in self.sites.values())
+        slots = sum(s.slots for s in self.sites.values())
+        return spikes / slots if slots else 0.0
+
+    def summary(self) -> dict:
+        per = max(self.tokens, 1)
+        return {
+            "tokens": self.tokens,
+            "mac": self.mac,
+            "ac": self.ac,
+            "energy_j": self.energy_j(),
+            "mac_per_token": self.mac / per,
+            "ac_per_token": self.ac / per,
+            "energy_j_per_token": self.energy_j() / per,
+            "firing_rate": self.firing_rate(),
+            "ann_mac": self.ann_mac,
+            "ann_energy_j": self.ann_energy_j(),
+            "ann_energy_j_per_token": self.ann_energy_j() / per,
+            "saving_vs_ann": 1.0 - self.energy_j() / self.ann_energy_j() if self.ann_mac else 0.0,
+            "e_mac_pj": self.constants.e_mac_pj,
+            "e_ac_pj": self.constants.e_ac_pj,
+            "read_write": self.constants.read_write,
+            "by_kind": {k: {"mac": v[0], "ac": v[1]} for k, v in sorted(self.by_kind.items())},
+            "site_firing_rate": {k: v.firing_rate for k, v in sorted(self.sites.items())},
+        }
+
+    def constants_dict(self) -> dict:
+        return asdict(self.constants)
+
+
+# ---------------------------------------------------------------------- counting rules
+def nnz(t: torch.Tensor) -> torch.Tensor:
+    return torch.count_nonzero(t).to(torch.float64)
+
+
+def count_linear(meter: EnergyMeter, kind: str, events, tokens: int, in_features: int, out_features: int,
+                 timesteps: int | None, bias: bool) -> None:
+    """A linear layer; ``timesteps=None`` means an analog input."""
+    bias_adds = tokens * out_features if bias else 0
+    if timesteps is None:
+        meter.add(kind, mac=tokens * in_features * out_features + bias_adds,
+                  rw_bits=32 * tokens * (in_features + out_features))
+        return
+    meter.add(kind, mac=timesteps * tokens * out_features, ac=float(events) * out_features + bias_adds,
+              rw_bits=float(events) + 32 * tokens * out_features,
+              ann_mac=tokens * in_features * out_features + bias_adds,
+              ann_rw_bits=32 * tokens * (in_features + out_features))
+
+
+def count_elementwise_product(meter: EnergyMeter, kind: str, a_frames, b_frames, numel: int,
+                              timesteps: int | None) -> None:
+    """SiLU(gate) * up: n_A = n_B = 1."""
+    if timesteps is None:
+        meter.add(kind, mac=numel, rw_bits=32 * 3 * numel)
+        return
+    a, b = a_frames != 0, b_frames != 0
+    ac = nnz(a) + nnz(b) + nnz(a & b)
+    meter.add(kind, mac=2 * timesteps * numel, ac=ac, rw_bits=float(nnz(a) + nnz(b)) + 32 * numel,
+              ann_mac=numel, ann_rw_bits=32 * 3 * numel)
+
+
+def _pairs(allowed: torch.Tensor, heads: int) -> torch.Tensor:
+    """Allowed (query, key) pairs as float [B, H, L, S]."""
+    return allowed.to(torch.float32).expand(allowed.shape[0], heads, *allowed.shape[-2:])
+
+
+def count_scores(meter: EnergyMeter, kind: str, q_frames, k_frames, allowed: torch.Tensor, heads: int,
+                 head_dim: int, timesteps: int | None) -> None:
+    """Q K^T over the allowed (query, key) pairs; frames [T, B, H, L, D] / [T, B, H, S, D] (K already
+    repeated to the query heads, so a key spike's fan-out covers every head that reads it);
+    ``allowed`` [B, 1|H, L, S] bool."""
+    pairs = _pairs(allowed, heads)
+    n_out = float(pairs.sum(dtype=torch.float64))
+    if timesteps is None:
+        meter.add(kind, mac=n_out * head_dim, rw_bits=32 * 3 * n_out)
+        return
+    qa, ka = (q_frames != 0), (k_frames != 0)
+    term_q = (qa.sum(-1, dtype=torch.float32) * pairs.sum(-1)).sum(dtype=torch.float64)
+    term_k = (ka.sum(-1, dtype=torch.float32) * pairs.sum(-2)).sum(dtype=torch.float64)
+    both = torch.matmul(qa.to(torch.float32), ka.to(torch.float32).transpose(-1, -2))
+    term_both = (both * pairs).sum(dtype=torch.float64)
+    meter.add(kind, mac=2 * timesteps * n_out, ac=term_q + term_k + term_both,
+              rw_bits=float(nnz(qa) + nnz(ka)) + 32 * n_out, ann_mac=n_out * head_dim, ann_rw_bits=32 * 3 * n_out)
+
+
+def count_attn_values(meter: EnergyMeter, kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int,
+                      head_dim: int, timesteps: int | None) -> None:
+    """P V; P frames [T, B, H, L, S] (zero where masked), V frames [T, B, H, S, D]."""
+    pairs = _pairs(allowed, heads)
+    n_out = float(pairs.shape[0] * heads * pairs.shape[2] * head_dim)
+    n_pairs = float(pairs.sum(dtype=torch.float64))
+    if timesteps is None:
+        meter.add(kind, mac=n_pairs * head_dim, rw_bits=32 * 3 * n_pairs)
+        return
+    pa, va = (p_frames != 0), (v_frames != 0)
+    v_rows = va.sum(-1, dtype=torch.float32)              # [T, B, H, S]
+    term_p = nnz(pa) * head_dim
+    term_v = (v_rows * pairs.sum(-2)).sum(dtype=torch.float64)
+    term_both = (pa.to(torch.float32) * v_rows.unsqueeze(-2)).sum(dtype=torch.float64)
+    meter.add(kind, mac=2 * timesteps * n_out, ac=term_p + term_v + term_both,
+              rw_bits=float(nnz(pa) + nnz(va)) + 32 * n_out)
+
+
+def count_nonlinear(meter: EnergyMeter, kind: str, op: str, numel: int) -> None:
+    meter.add(kind, mac=NONLINEAR_MACS[op] * numel, rw_bits=32 * 2 * numel)

@@ -1,0 +1,103 @@
+"""``spiking-hf``: lm-eval's HFLM running a converted spiking model, with energy reporting.
+
+    lm_eval --model spiking-hf --model_args pretrained=smollm2-135m,spiking=ckpt/,mode=fused --tasks ...
+
+``spiking=none`` evaluates the ANN through the same wrappers and energy meter (all MACs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from .assets import resolve_model
+from .checkpoint import load, read_meta
+from .energy import EnergyConstants, EnergyMeter
+from .model_surgery import attach
+
+#: per-document energy of the latest rolling-loglikelihood run, keyed by the document text; read by the
+#: metric functions of the energy tasks (``tasks/energy_metrics.py``)
+DOCUMENT_ENERGY: dict[str, dict[str, float]] = {}
+
+
+def _is_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "ann"))
+
+
+@register_model("spiking-hf")
+class SpikingHFLM(HFLM):
+    """HFLM plus ``spiking=<checkpoint dir>|none``, ``mode=fused|timestep`` and energy constants
+    (``e_mac``/``e_ac`` in pJ, ``read_write``, ``e_rw``). Every HFLM argument keeps working."""
+
+    def __init__(self, pretrained: Any = "smollm2-135m", spiking: str | None = None, mode: str = "fused",
+                 e_mac: float = 4.6, e_ac: float = 0.9, read_write: bool = False, e_rw: float = 5.0,
+                 energy: bool = True, **kwargs: Any) -> None:
+        if mode not in ("fused", "timestep"):
+            raise ValueError(f"spiking-hf: mode must be 'fused' or 'timestep', got {mode!r}")
+        self.spiking_checkpoint = None if _is_none(spiking) else str(spiking)
+        if self.spiking_checkpoint is not None:
+            read_meta(self.spiking_checkpoint)       # fail fast, before loading the base model
+        if isinstance(pretrained, str):
+            pretrained = resolve_model(pretrained)
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(pretrained=pretrained, **kwargs)
+        model = self._model
+        if self.spiking_checkpoint is not None:
+            load(model, self.spiking_checkpoint, mode=mode)
+            self.spiking_mode = mode
+        else:
+            attach(model).set_mode("ann")
+            self.spiking_mode = "ann"
+        self.meter = EnergyMeter(EnergyConstants(e_mac, e_ac, e_rw, bool(read_write)), enabled=bool(energy))
+        model.spiking_runtime.meter = self.meter
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        """One document at a time, so each document's energy is known exactly."""
+        DOCUMENT_ENERGY.clear()
+        results = []
+        for request in requests:
+            before = self.meter.summary()
+            results.extend(super().loglikelihood_rolling([request], disable_tqdm=True))
+            after = self.meter.summary()
+            tokens = max(after["tokens"] - before["tokens"], 1)
+            DOCUMENT_ENERGY[request.args[0]] = {
+                "tokens": after["tokens"] - before["tokens"],
+                "energy_j_per_token": (after["energy_j"] - before["energy_j"]) / tokens,
+                "ac_per_token": (after["ac"] - before["ac"]) / tokens,
+                "mac_per_token": (after["mac"] - before["mac"]) / tokens,
+            }
+        return results
+
+    def energy_report(self) -> dict[str, Any]:
+        report = self.meter.summary()
+        report["mode"] = self.spiking_mode
+        report["checkpoint"] = self.spiking_checkpoint
+        return report
+
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        info["spiking"] = self.energy_report()
+        _print_energy_table(info["spiking"])
+        return info
+
+
+def _print_energy_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"spiking-hf energy ({report['mode']})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [
+        ("tokens", f"{report['tokens']:,}"),
+        ("MAC / token", f"{report['mac_per_token']:.4g}"),
+        ("AC / token", f"{report['ac_per_token']:.4g}"),
+        ("energy / token (J)", f"{report['energy_j_per_token']:.4g}"),
+        ("energy total (J)", f"{report['energy_j']:.4g}"),
+        ("firing rate", f"{report['firing_rate']:.4f}"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    Console(stderr=True).print(table)

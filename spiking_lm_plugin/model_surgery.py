@@ -1,0 +1,52 @@
+"""Rewrite a loaded HF LLaMA-family model in place with spiking attention, MLP and head wrappers."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .fingerprint import weights_fingerprint
+from .modules import SpikeSite, SpikingAttention, SpikingLMHead, SpikingMLP
+from .runtime import SpikingRuntime
+from .sites import SUPPORTED_ARCHITECTURES
+
+
+def check_architecture(model: nn.Module) -> None:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(f"unsupported architecture {model_type!r} ({type(model).__name__}); "
+                         f"spiking-lm supports {', '.join(SUPPORTED_ARCHITECTURES)} causal LMs")
+    if not hasattr(model, "model") or not hasattr(model.model, "layers") or not hasattr(model, "lm_head"):
+        raise ValueError(f"{type(model).__name__} is not a *ForCausalLM with .model.layers and .lm_head")
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    head = model.lm_head.weight
+    tied = head.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    return weights_fingerprint(model.model, None if tied else {"lm_head.weight": head})
+
+
+def attach(model: nn.Module) -> SpikingRuntime:
+    """Wrap every decoder layer's attention and MLP and the LM head (idempotent); returns the runtime."""
+    runtime = getattr(model, "spiking_runtime", None)
+    if runtime is not None:
+        return runtime
+    check_architecture(model)
+    fingerprint = model_fingerprint(model)
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")    # a materialized mask: exact pair counts, any backend
+    else:
+        model.config._attn_implementation = "eager"
+    runtime = SpikingRuntime(mode="ann")
+    device = next(model.parameters()).device
+    for i, layer in enumerate(model.model.layers):
+        layer.self_attn = SpikingAttention(layer.self_attn, i, runtime).to(device)
+        layer.mlp = SpikingMLP(layer.mlp, i, runtime).to(device)
+    model.lm_head = SpikingLMHead(model.lm_head, runtime).to(device)
+    model.spiking_runtime = runtime
+    model.spiking_fingerprint = fingerprint
+    return runtime
+
+
+def spiking_sites(model: nn.Module) -> dict[str, SpikeSite]:
+    """All sites of an attached model in network order."""
+    return {m.name: m for m in model.modules() if isinstance(m, SpikeSite)}

@@ -1,0 +1,101 @@
+"""Spiking self-attention for LLaMA-family layers (LLaMA, Qwen2, Mistral).
+
+Sites: input (shared by q/k/v), q and k after RoPE, v, softmax output, o_proj input. The KV cache holds
+the analog k (after RoPE) and v; they are spiked on read, so both executions and ``generate`` see the
+same spikes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+from .. import energy
+from ..runtime import SpikingRuntime
+from .block import SpikingBlock
+from .spike_ops import nonlinearity_steps, product, product_steps
+from .site import SpikeSite
+
+
+def allowed_pairs(mask: torch.Tensor | None, q_len: int, k_len: int, device) -> torch.Tensor:
+    """Boolean [B|1, 1, L, S] of the (query, key) pairs attention may use."""
+    if mask is None:
+        q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+        return (torch.arange(k_len, device=device)[None, :] <= q_pos)[None, None]
+    if mask.dtype == torch.bool:
+        return mask
+    return mask == 0
+
+
+class SpikingAttention(SpikingBlock):
+    def __init__(self, attn: nn.Module, layer: int, runtime: SpikingRuntime) -> None:
+        super().__init__()
+        cfg = attn.config
+        self.config = cfg
+        self.layer_idx = attn.layer_idx
+        self.head_dim = attn.head_dim
+        self.num_key_value_groups = attn.num_key_value_groups
+        self.scaling = attn.scaling
+        self.is_causal = True
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
+        self.runtime = runtime
+        hidden, heads, kv_heads = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
+        self.num_heads = heads
+        prefix = f"layers.{layer}."
+        self.sites = nn.ModuleDict({
+            "attn_in": SpikeSite(prefix + "attn_in", hidden, runtime, feeds_linear=True),
+            "q": SpikeSite(prefix + "q", self.head_dim, runtime, feeds_linear=False),
+            "k": SpikeSite(prefix + "k", self.head_dim, runtime, feeds_linear=False),
+            "v": SpikeSite(prefix + "v", self.head_dim, runtime, feeds_linear=False),
+            "softmax": SpikeSite(prefix + "softmax", 1, runtime, feeds_linear=False),
+            "o_in": SpikeSite(prefix + "o_in", heads * self.head_dim, runtime, feeds_linear=True),
+        })
+
+    def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None,
+                past_key_values=None, **kwargs):
+        meter = self._meter()
+        timestep = self.runtime.timestep
+        need = meter is not None or timestep
+        bsz, q_len, _ = hidden_states.shape
+        tokens = bsz * q_len
+        if meter is not None:
+            meter.tokens += tokens if self.layer_idx == 0 else 0
+            energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", hidden_states.numel())
+        x = self._site("attn_in", hidden_states, need_frames=False)
+        shape = (bsz, q_len, -1, self.head_dim)
+        q = self._linear(self.q_proj, x, "q_proj", tokens).view(shape).transpose(1, 2)
+        k = self._linear(self.k_proj, x, "k_proj", tokens).view(shape).transpose(1, 2)
+        v = self._linear(self.v_proj, x, "v_proj", tokens).view(shape).transpose(1, 2)
+        cos, sin = position_embeddings
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        if past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+        k_len = k.shape[-2]
+        qs = self._site("q", q, need)
+        ks = self._site("k", k, need).map(lambda t: repeat_kv(t, self.num_key_value_groups))
+        vs = self._site("v", v, need).map(lambda t: repeat_kv(t, self.num_key_value_groups))
+
+        allowed = allowed_pairs(attention_mask, q_len, k_len, hidden_states.device)
+        if attention_mask is None or attention_mask.dtype == torch.bool:
+            additive = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+        else:
+            additive = attention_mask
+        softmax = lambda s: torch.softmax(s * self.scaling + additive, dim=-1, dtype=torch.float32).to(q.dtype)  # noqa: E731
+        qk = lambda a, b: torch.matmul(a, b.transpose(-1, -2))  # noqa: E731
+        if meter is not None:
+            energy.count_scores(meter, "qk", qs.frames, ks.frames, allowed, self.num_heads, self.head_dim,
+                                None if qs.analog else qs.d.numel())
+            energy.count_nonlinear(meter, "softmax", "softmax", bsz * self.num_heads * q_len * k_len)
+        if timestep and not qs.analog:
+            probs = nonlinearity_steps(softmax, product_steps(qs, ks, qk)).sum(0)
+        else:
+            probs = softmax(product(qs, ks, qk, timestep=False))
+        ps = self._site("softmax", probs.unsqueeze(-1), need).map(lambda t: t.squeeze(-1))
+        if meter is not None:
+            energy.count_attn_values(meter, "pv", ps.frames, vs.frames, allowed, self.num_heads, self.head_dim,
+                                     None if ps.analog else ps.d.numel())
+        out = product(ps, vs, torch.matmul, timestep)
+        out = out.transpose(1, 2).reshape(bsz, q_len, -1).contiguous()
+        o = self._site("o_in", out, need_frames=False)
+        return self._linear(self.o_proj, o, "o_proj", tokens), None

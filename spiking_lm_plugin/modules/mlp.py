@@ -1,0 +1,78 @@
+"""Spiking gated MLP: sites at the input (shared by gate/up), SiLU(gate), up, and the down_proj input.
+
+Both operands of the gate product are spiked (the reference code leaves ``up`` analog; we do not).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import energy
+from ..runtime import SpikingRuntime
+from .block import SpikingBlock
+from .site import SpikeSite
+from .spike_ops import nonlinearity_steps, product
+
+
+class SpikingMLP(SpikingBlock):
+    def __init__(self, mlp: nn.Module, layer: int, runtime: SpikingRuntime) -> None:
+        super().__init__()
+        if getattr(mlp, "act_fn", None) is not None and not isinstance(mlp.act_fn, nn.SiLU) \
+                and type(mlp.act_fn).__name__ not in ("SiLUActivation", "SiLU"):
+            raise ValueError(f"layer {layer}: only SiLU-gated MLPs are supported, got {type(mlp.act_fn).__name__}")
+        self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+        self.runtime = runtime
+        hidden, inter = self.gate_proj.in_features, self.gate_proj.out_features
+        prefix = f"layers.{layer}."
+        self.sites = nn.ModuleDict({
+            "mlp_in": SpikeSite(prefix + "mlp_in", hidden, runtime, feeds_linear=True),
+            "gate_act": SpikeSite(prefix + "gate_act", inter, runtime, feeds_linear=False),
+            "up": SpikeSite(prefix + "up", inter, runtime, feeds_linear=False),
+            "down_in": SpikeSite(prefix + "down_in", inter, runtime, feeds_linear=True),
+        })
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        meter = self._meter()
+        timestep = self.runtime.timestep
+        need = meter is not None or timestep
+        tokens = x.numel() // x.shape[-1]
+        if meter is not None:
+            energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", x.numel())
+        xs = self._site("mlp_in", x, need_frames=False)
+        if timestep and not xs.analog:
+            act = nonlinearity_steps(F.silu, self._linear_steps(self.gate_proj, xs, "gate_proj", tokens)).sum(0)
+        else:
+            act = F.silu(self._linear(self.gate_proj, xs, "gate_proj", tokens))
+        up = self._linear(self.up_proj, xs, "up_proj", tokens)
+        a = self._site("gate_act", act, need)
+        b = self._site("up", up, need)
+        if meter is not None:
+            energy.count_nonlinear(meter, "silu", "silu", act.numel())
+            energy.count_elementwise_product(meter, "gate_product", a.frames, b.frames, act.numel(),
+                                             None if a.analog else a.d.numel())
+        prod = product(a, b, torch.mul, timestep)
+        p = self._site("down_in", prod, need_frames=False)
+        return self._linear(self.down_proj, p, "down_proj", tokens)
+
+
+class SpikingLMHead(SpikingBlock):
+    """The final norm's output is spiked before lm_head."""
+
+    def __init__(self, head: nn.Linear, runtime: SpikingRuntime) -> None:
+        super().__init__()
+        self.linear = head
+        self.runtime = runtime
+        self.sites = nn.ModuleDict({"head_in": SpikeSite("head_in", head.in_features, runtime, feeds_linear=True)})
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        meter = self._meter()
+        if meter is not None:
+            energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", x.numel())
+        xs = self._site("head_in", x, need_frames=False)
+        return self._linear(self.linear, xs, "lm_head", x.numel() // x.shape[-1])

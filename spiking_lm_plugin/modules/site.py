@@ -1,0 +1,91 @@
+"""One spiking site in the network: a frozen neuron (paper eq. 1-3, 7-8) plus its tau."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..fitting.reservoir import SiteReservoir
+from ..neurons.kernels import site_code, site_frames
+from ..runtime import SpikingRuntime
+
+
+@dataclass
+class Spikes:
+    """What a site emits. ``value`` = SN(x) (or x when analog); ``frames`` = signed spike magnitudes
+    [T, *x.shape] with step weights ``d`` [T] and scale ``tau`` (broadcast on the last dim)."""
+
+    value: torch.Tensor
+    frames: torch.Tensor | None = None
+    d: torch.Tensor | None = None
+    tau: torch.Tensor | None = None
+    events: torch.Tensor | None = None   # number of nonzero spikes (scalar), None when analog
+
+    @property
+    def analog(self) -> bool:
+        return self.d is None
+
+    def weighted_frames(self) -> torch.Tensor:
+        """frames_t * d_t * tau, the contribution of each step (sums to ``value``)."""
+        assert self.frames is not None and self.d is not None
+        shape = (-1,) + (1,) * (self.frames.ndim - 1)
+        return self.frames * self.d.view(shape) * self.tau
+
+    def map(self, fn) -> "Spikes":
+        """Apply a pure re-indexing (view, transpose, repeat) to value and frames alike."""
+        frames = None if self.frames is None else torch.stack([fn(f) for f in self.frames])
+        return Spikes(fn(self.value), frames, self.d, self.tau, self.events)
+
+
+class SpikeSite(nn.Module):
+    """Frozen neuron of one site. Buffers are non-persistent: the model's state_dict stays the base's."""
+
+    def __init__(self, name: str, channels: int, runtime: SpikingRuntime, feeds_linear: bool) -> None:
+        super().__init__()
+        self.name = name
+        self.channels = channels
+        self.runtime = runtime
+        self.feeds_linear = feeds_linear
+        self.levels = 2
+        self.max_spikes: int | None = None
+        self.reservoir: SiteReservoir | None = None
+        for key in ("d", "theta", "h", "tau"):
+            self.register_buffer(key, torch.empty(0), persistent=False)
+        self.register_buffer("v0", torch.zeros(()), persistent=False)
+
+    @property
+    def timesteps(self) -> int:
+        return int(self.d.numel())
+
+    @property
+    def ready(self) -> bool:
+        return self.d.numel() > 0
+
+    def set_neuron(self, d, theta, h, v0, tau, levels: int = 2, max_spikes: int | None = None) -> None:
+        ref = self.v0
+        self.d, self.theta, self.h = (t.to(ref.device, torch.float32) for t in (d, theta, h))
+        self.v0 = torch.as_tensor(v0, dtype=torch.float32, device=ref.device).reshape(())
+        self.tau = tau.to(ref.device, torch.float32).reshape(-1)
+        if self.tau.numel() not in (1, self.channels):
+            raise ValueError(f"site {self.name}: tau has {self.tau.numel()} values, expected 1 or {self.channels}")
+        if (self.tau <= 0).any():
+            raise ValueError(f"site {self.name}: tau must be > 0")
+        self.levels, self.max_spikes = levels, max_spikes
+
+    def forward(self, x: torch.Tensor, need_frames: bool = False) -> Spikes:
+        mode = self.runtime.mode
+        if mode == "record" and self.reservoir is not None:
+            self.reservoir.add(x)
+        if not self.runtime.spiking or not self.ready:   # sites left out of the config stay analog
+            return Spikes(x)
+        args = (x, self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.max_spikes)
+        if need_frames or mode == "timestep":
+            value, frames, events = site_frames(*args)
+            return Spikes(value, frames, self.d, self.tau.to(x.dtype), events)
+        value, events = site_code(*args)
+        return Spikes(value, None, self.d, self.tau.to(x.dtype), events)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}, channels={self.channels}, T={self.timesteps}, tau={'channel' if self.tau.numel() > 1 else 'tensor'}"

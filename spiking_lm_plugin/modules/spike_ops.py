@@ -1,0 +1,57 @@
+"""Operations on spikes, in both executions (DESIGN 'Exact equivalence').
+
+fused:    ops run once on SN(x).
+timestep: ops run on spike frames; a linear accumulates W s_t per step and scales by d_t,
+          an activation-activation product uses A B = sum_t (S_A(t) B_t + A_t S_B(t) - A_t B_t)
+          with S_A(t) = sum_{i<=t} A_i, a nonlinearity phi emits phi(I(<=t)) - phi(I(<=t-1)).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .site import Spikes
+
+
+def linear_steps(linear: nn.Linear, spikes: Spikes) -> torch.Tensor:
+    """Per-step outputs [T, ..., out] = d_t * (W diag(tau)) s_t; the bias joins step 1."""
+    weight = linear.weight * spikes.tau.to(linear.weight.dtype)     # per-channel tau folds into W
+    steps = F.linear(spikes.frames.to(weight.dtype), weight)
+    steps = steps * spikes.d.to(steps.dtype).view((-1,) + (1,) * (steps.ndim - 1))
+    if linear.bias is not None:
+        steps[0] = steps[0] + linear.bias
+    return steps
+
+
+def apply_linear(linear: nn.Linear, spikes: Spikes) -> torch.Tensor:
+    if spikes.frames is not None and spikes.d is not None:
+        return linear_steps(linear, spikes).sum(0)
+    return linear(spikes.value)
+
+
+def _cumulative(weighted: torch.Tensor) -> torch.Tensor:
+    return torch.cumsum(weighted, dim=0)
+
+
+def product_steps(a: Spikes, b: Spikes, mul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Per-step outputs of a bilinear ``mul`` (elementwise or matmul) of two spike trains."""
+    wa, wb = a.weighted_frames(), b.weighted_frames()
+    sa, sb = _cumulative(wa), _cumulative(wb)
+    return mul(sa, wb) + mul(wa, sb) - mul(wa, wb)
+
+
+def product(a: Spikes, b: Spikes, mul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+            timestep: bool) -> torch.Tensor:
+    if timestep and not a.analog and not b.analog:
+        return product_steps(a, b, mul).sum(0)
+    return mul(a.value, b.value)
+
+
+def nonlinearity_steps(phi: Callable[[torch.Tensor], torch.Tensor], steps: torch.Tensor) -> torch.Tensor:
+    """phi(I(<=t)) - phi(I(<=t-1)) with phi(I(<=0)) := 0, for input steps [T, ...]."""
+    cum = phi(_cumulative(steps))
+    return torch.cat([cum[:1], cum[1:] - cum[:-1]], dim=0)

@@ -1,0 +1,96 @@
+"""Phase-coding neuron dynamics (paper eq. 1-3, 7-8), shared by fitting and by the model.
+
+All quantities are in units of tau: ``u = |x| / tau``. With thresholds ``theta_t``, resets ``h_t``
+and output weights ``d_t`` (t = 1..T)::
+
+    v_1 = u + v0                      (eq. 1: the neuron integrates its whole input first)
+    s_t = H(v_t - theta_t)            (eq. 2; with L > 2 levels: clamp(floor((v_t - theta_t)/h_t) + 1, 0, L-1))
+    v_{t+1} = v_t - h_t s_t           (eq. 3, decoupled reset)
+    SN(u) = sum_t d_t s_t             (eq. 7-8)
+
+Optional spike budget (``max_spikes``) gives the two-spike and TTFS neurons. ``theta``/``h``/``d`` are
+indexable by step and each item broadcasts against ``u`` (scalars for one site, ``[S, 1]`` columns
+when fitting ``S`` sites at once).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+StepSpikes = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _heaviside(z: torch.Tensor) -> torch.Tensor:
+    return (z >= 0).to(z.dtype)
+
+
+def spike_steps(
+    u: torch.Tensor,
+    theta: Sequence[torch.Tensor],
+    h: Sequence[torch.Tensor],
+    v0: torch.Tensor | float,
+    *,
+    levels: int = 2,
+    max_spikes: int | None = None,
+    surrogate: StepSpikes | None = None,
+):
+    """Yield the spike magnitude s_t (>= 0) of each step for normalized input ``u`` (eq. 1-3)."""
+    step = surrogate if surrogate is not None else _heaviside
+    v = u + v0
+    fired = None
+    for t in range(len(theta)):
+        z = v - theta[t]
+        if levels == 2:
+            s = step(z)
+        else:
+            s = torch.clamp(torch.floor(z / h[t]) + 1, 0, levels - 1)
+        if max_spikes is not None:
+            if fired is None:
+                fired = torch.zeros_like(u)
+            s = s * (fired < max_spikes).to(s.dtype)
+            fired = fired + (s > 0).to(s.dtype)
+        v = v - h[t] * s
+        yield s
+
+
+def phase_code(
+    u: torch.Tensor,
+    theta: Sequence[torch.Tensor],
+    h: Sequence[torch.Tensor],
+    d: Sequence[torch.Tensor],
+    v0: torch.Tensor | float,
+    *,
+    levels: int = 2,
+    max_spikes: int | None = None,
+    surrogate: StepSpikes | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form SN(u) = sum_t d_t s_t and the number of spike events per element."""
+    out = torch.zeros_like(u)
+    events = torch.zeros_like(u)
+    for t, s in enumerate(spike_steps(u, theta, h, v0, levels=levels, max_spikes=max_spikes, surrogate=surrogate)):
+        out = out + d[t] * s
+        events = events + (s != 0).to(u.dtype) if surrogate is None else events
+    return out, events
+
+
+def encode_frames(
+    u: torch.Tensor,
+    theta: Sequence[torch.Tensor],
+    h: Sequence[torch.Tensor],
+    v0: torch.Tensor | float,
+    *,
+    levels: int = 2,
+    max_spikes: int | None = None,
+) -> torch.Tensor:
+    """Spike magnitudes stacked as frames ``[T, *u.shape]``."""
+    return torch.stack(list(spike_steps(u, theta, h, v0, levels=levels, max_spikes=max_spikes)))
+
+
+def decode_frames(frames: torch.Tensor, d: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum_t d_t frames[t], accumulated in the same order as :func:`phase_code`."""
+    out = torch.zeros_like(frames[0])
+    for t in range(frames.shape[0]):
+        out = out + d[t] * frames[t]
+    return out

@@ -1,0 +1,33 @@
+"""Where spikes go (DESIGN 'Where spikes go'): the site types of a decoder layer plus the head input."""
+
+from __future__ import annotations
+
+LAYER_SITE_TYPES = ("attn_in", "q", "k", "v", "softmax", "o_in", "mlp_in", "gate_act", "up", "down_in")
+MODEL_SITE_TYPES = ("head_in",)
+ALL_SITE_TYPES = LAYER_SITE_TYPES + MODEL_SITE_TYPES
+#: sites whose consumer is a linear layer: per-channel tau folds into that weight for free
+LINEAR_INPUT_SITE_TYPES = ("attn_in", "o_in", "mlp_in", "down_in", "head_in")
+#: what stays analog in every configuration (listed in the README)
+ALWAYS_ANALOG = (
+    "token embedding lookup",
+    "the residual stream additions (each neuron integrates its whole input, eq. 1)",
+    "RMSNorm, softmax and SiLU arithmetic on integrated inputs (their outputs are spiked)",
+    "RoPE rotation of q/k (linear, applied before the q/k neurons)",
+    "the KV cache (analog k after RoPE and v; re-spiked on read)",
+)
+
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "mistral")
+
+
+def site_type(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def validate_site_types(types) -> tuple[str, ...]:
+    types = tuple(types)
+    unknown = [t for t in types if t not in ALL_SITE_TYPES]
+    if unknown:
+        raise ValueError(f"unknown site types {unknown}; choose from {list(ALL_SITE_TYPES)}")
+    if not types:
+        raise ValueError("at least one site type must be spiked")
+    return types
