@@ -4,6 +4,7 @@ import os
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
+from setuptools.command.editable_wheel import editable_wheel
 
 PTH = "spiking_lm_lmeval.pth"
 
@@ -24,6 +25,32 @@ class BuildPyWithImportHook(build_py):
         return mapping
 
 
+class _StrategyWithImportHook:
+    """Wraps setuptools' editable strategy to also write the .pth hook into the editable wheel."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __call__(self, wheel_obj, files, mapping):
+        self._inner(wheel_obj, files, mapping)
+        with open(PTH, "rb") as fh:
+            wheel_obj.writestr(PTH, fh.read())
+
+    def __enter__(self):
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._inner.__exit__(*exc)
+
+
+class EditableWheelWithImportHook(editable_wheel):
+    """`pip install -e .` gets the same lm-eval import hook as a regular install."""
+
+    def _select_strategy(self, *args, **kwargs):
+        return _StrategyWithImportHook(super()._select_strategy(*args, **kwargs))
+
+
 setup(
     name="spiking-lm",
     version="0.1.0",
@@ -31,10 +58,12 @@ setup(
     long_description=open("README.md").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["spiking_lm_plugin*", "lightning_modules*"]),
+    # tasks/ and configs/ live at the top level of the repo and install as data packages of the library
+    packages=find_packages(include=["spiking_lm_plugin*", "lightning_modules*"])
+    + ["spiking_lm_plugin.tasks", "spiking_lm_plugin.configs"],
+    package_dir={"spiking_lm_plugin.tasks": "tasks", "spiking_lm_plugin.configs": "configs"},
     py_modules=["spiking_lm_lmeval_hook"],
-    package_data={"spiking_lm_plugin": ["tasks/*.yaml", "tasks/*.py", "tasks/**/*", "configs/*.yaml"]},
-    include_package_data=True,
+    package_data={"spiking_lm_plugin.tasks": ["*.yaml", "*_yaml", "*.py"], "spiking_lm_plugin.configs": ["*.yaml"]},
     install_requires=[
         "torch>=2.4",
         "transformers>=4.50",
@@ -55,5 +84,5 @@ setup(
             "spiking-lm-train=lightning_modules.cli:main",
         ]
     },
-    cmdclass={"build_py": BuildPyWithImportHook},
+    cmdclass={"build_py": BuildPyWithImportHook, "editable_wheel": EditableWheelWithImportHook},
 )

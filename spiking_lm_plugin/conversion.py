@@ -16,7 +16,7 @@ from .model_surgery import attach, spiking_sites
 from .neurons import NeuronBank, NeuronSpec
 from .neurons.dynamics import phase_code
 from .progress import progress_bar
-from .sites import LINEAR_INPUT_SITE_TYPES, site_type
+from .sites import PER_CHANNEL_SITE_TYPES, site_type
 
 
 @dataclass
@@ -44,7 +44,7 @@ def normalized_samples(reservoirs: dict[str, SiteReservoir], config: SpikingConf
     rows, taus = [], {}
     n = config.samples_per_site
     for name, res in reservoirs.items():
-        per_channel = config.tau == "channel" and site_type(name) in LINEAR_INPUT_SITE_TYPES
+        per_channel = config.tau == "channel" and site_type(name) in PER_CHANNEL_SITE_TYPES
         u, tau = res.normalized(per_channel)
         if u.numel() >= n:
             u = u[:n]

@@ -38,13 +38,6 @@ class SiteStats:
     slots: float = 0.0        # elements * T: what the firing rate divides by
 
     @property
-    def ann_energy_j(self) -> float:
-        c = self.constants
-        joules = self.ann_mac * c.e_mac_pj * 1e-12
-        if c.read_write:
-            joules += self.ann_rw_bits / 32.0 * c.e_rw_pj * 1e-12
-        return joules
-
     def firing_rate(self) -> float:
         return self.spikes / self.slots if self.slots else 0.0
 

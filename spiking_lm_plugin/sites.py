@@ -7,6 +7,10 @@ MODEL_SITE_TYPES = ("head_in",)
 ALL_SITE_TYPES = LAYER_SITE_TYPES + MODEL_SITE_TYPES
 #: sites whose consumer is a linear layer: per-channel tau folds into that weight for free
 LINEAR_INPUT_SITE_TYPES = ("attn_in", "o_in", "mlp_in", "down_in", "head_in")
+#: sites that get a per-channel tau with ``tau="channel"``: at linear inputs it folds into the weight; at
+#: q/k/v and the gate-product operands it is a per-channel scale of the analog accumulations S_A(t),
+#: already paid for by the per-step scaling MACs; the softmax map keeps one tau per tensor
+PER_CHANNEL_SITE_TYPES = LINEAR_INPUT_SITE_TYPES + ("q", "k", "v", "gate_act", "up")
 #: what stays analog in every configuration (listed in the README)
 ALWAYS_ANALOG = (
     "token embedding lookup",
