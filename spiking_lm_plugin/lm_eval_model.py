@@ -64,7 +64,7 @@ class SpikingHFLM(HFLM):
             tokens = max(after["tokens"] - before["tokens"], 1)
             DOCUMENT_ENERGY[request.args[0]] = {
                 "tokens": after["tokens"] - before["tokens"],
-                "energy_j_per_token": (after["energy_j"] - before["energy_j"]) / tokens,
+                "energy_uj_per_token": (after["energy_j"] - before["energy_j"]) / tokens * 1e6,
                 "ac_per_token": (after["ac"] - before["ac"]) / tokens,
                 "mac_per_token": (after["mac"] - before["mac"]) / tokens,
             }
@@ -94,7 +94,9 @@ def _print_energy_table(report: dict[str, Any]) -> None:
         ("tokens", f"{report['tokens']:,}"),
         ("MAC / token", f"{report['mac_per_token']:.4g}"),
         ("AC / token", f"{report['ac_per_token']:.4g}"),
-        ("energy / token (J)", f"{report['energy_j_per_token']:.4g}"),
+        ("energy / token (uJ)", f"{report['energy_j_per_token'] * 1e6:.4g}"),
+        ("ANN energy / token (uJ)", f"{report['ann_energy_j_per_token'] * 1e6:.4g}"),
+        ("saving vs ANN", f"{report['saving_vs_ann']:.1%}"),
         ("energy total (J)", f"{report['energy_j']:.4g}"),
         ("firing rate", f"{report['firing_rate']:.4f}"),
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-ENERGY_KEYS = ("energy_j_per_token", "ac_per_token", "mac_per_token")
+ENERGY_KEYS = ("energy_uj_per_token", "ac_per_token", "mac_per_token")
 
 
 def _document_energy(text: str) -> dict:
