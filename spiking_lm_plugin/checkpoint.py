@@ -34,15 +34,21 @@ class CheckpointError(ValueError):
 
 
 def save(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write the converted model's neurons (not its base weights) as a checkpoint directory."""
     state: SpikingState | None = getattr(model, "spiking_state", None)
     if state is None:
         raise ValueError("this model has no fitted neurons to save; run spiking_lm_plugin.convert first")
+    return write_checkpoint(directory, state, model.config.model_type, len(model.model.layers))
+
+
+def write_checkpoint(directory: str | os.PathLike, state: SpikingState, architecture: str, num_layers: int) -> Path:
+    """Atomically write ``state`` (no model needed: the trainer exports from cached activations)."""
     directory = Path(directory)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "base_model": {"name": state.base_model, "fingerprint": state.fingerprint,
-                       "architecture": model.config.model_type, "num_layers": len(model.model.layers)},
+                       "architecture": architecture, "num_layers": num_layers},
         "config": state.config.to_dict(),
         "neuron": state.spec.to_dict(),
         "sites": state.site_names,

@@ -90,17 +90,26 @@ def fit_sites(samples: torch.Tensor, config: SpikingConfig, show_progress: bool 
                            progress=lambda i, n, phase, loss: advance(1, f"{phase} loss {loss:.3g}"))
 
 
-def convert(model: nn.Module, config: SpikingConfig | None = None, calibration=None, tokenizer=None,
-            base_model: str | None = None, show_progress: bool = True, mode: str = "fused") -> SpikingState:
-    """Convert ``model`` in place into a spiking model.
+@dataclass
+class Calibration:
+    """Normalized samples of every selected site, ready for the batched fit."""
+
+    samples: torch.Tensor                     # [sites, N], u = |x| / tau
+    taus: dict[str, torch.Tensor]
+    site_names: list[str]
+    tokens: int
+    seconds: float
+
+
+def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokenizer=None,
+              show_progress: bool = True) -> Calibration:
+    """Attach the spiking wrappers (if needed) and sample every selected site over calibration text.
 
     calibration: a LongTensor of token windows [n, L], a list of strings, or None for the
     ``config.calibration_text`` asset's calibration split (needs ``tokenizer``).
     """
-    config = config or SpikingConfig()
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    runtime = attach(model)
+    attach(model)
     names = selected_sites(model, config)
     if calibration is None or (isinstance(calibration, (list, tuple)) and calibration and isinstance(calibration[0], str)):
         if tokenizer is None:
@@ -111,33 +120,50 @@ def convert(model: nn.Module, config: SpikingConfig | None = None, calibration=N
         calibration = token_windows(tokenizer, calibration, config.calibration_tokens, config.sequence_length)
     if not isinstance(calibration, torch.Tensor) or calibration.ndim != 2:
         raise ValueError("calibration must be token windows [n, L], a list of texts, or None")
-    spec = config.neuron_spec()
     reservoirs = record_activations(model, calibration, names, config.samples_per_site, config.batch_size,
                                     config.seed, show_progress)
-    timings["calibrate_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
     samples, taus = normalized_samples(reservoirs, config)
-    result = fit_sites(samples, config, show_progress)
-    timings["fit_s"] = time.perf_counter() - t1
-    binary = NeuronBank(NeuronSpec.preset("binary", config.timesteps), len(names))
+    return Calibration(samples, taus, names, int(calibration.numel()), time.perf_counter() - t0)
+
+
+def build_state(config: SpikingConfig, calib: Calibration, result: FitResult, base_model: str, fingerprint: str,
+                fit_seconds: float) -> SpikingState:
+    """The converted model's description, with the fit's diagnostics (binary baseline included)."""
     from .fitting import evaluate
-    state = SpikingState(
-        config=config, spec=spec, site_names=names, neurons=result.bank.export(), taus=taus,
-        base_model=base_model or str(getattr(model.config, "_name_or_path", "")),
-        fingerprint=model.spiking_fingerprint,
+
+    binary = NeuronBank(NeuronSpec.preset("binary", config.timesteps), len(calib.site_names))
+    return SpikingState(
+        config=config, spec=result.bank.spec, site_names=calib.site_names, neurons=result.bank.export(),
+        taus=calib.taus, base_model=base_model, fingerprint=fingerprint,
         fit={
-            **timings,
-            "calibration_tokens": int(calibration.numel()),
+            "calibrate_s": calib.seconds,
+            "fit_s": fit_seconds,
+            "calibration_tokens": calib.tokens,
             "site_loss": result.loss.tolist(),
-            "site_loss_binary": evaluate(binary, samples, config.fit.relative).tolist(),
+            "site_loss_binary": evaluate(binary, calib.samples, config.fit.relative).tolist(),
             "site_initial_loss": result.initial_loss.tolist(),
-            "site_spike_rate": _spike_rate(result.bank, samples).tolist(),
+            "site_spike_rate": _spike_rate(result.bank, calib.samples).tolist(),
             "round_loss": result.round_loss,
             "allocations": [list(a) for a in result.bank.allocations],
         },
     )
+
+
+def convert(model: nn.Module, config: SpikingConfig | None = None, calibration=None, tokenizer=None,
+            base_model: str | None = None, show_progress: bool = True, mode: str = "fused") -> SpikingState:
+    """Convert ``model`` in place into a spiking model (calibrate, fit all sites at once, install).
+
+    calibration: token windows [n, L], a list of texts, or None for the calibration split of
+    ``config.calibration_text`` (then ``tokenizer`` is needed).
+    """
+    config = config or SpikingConfig()
+    calib = calibrate(model, config, calibration, tokenizer, show_progress)
+    t1 = time.perf_counter()
+    result = fit_sites(calib.samples, config, show_progress)
+    state = build_state(config, calib, result, base_model or str(getattr(model.config, "_name_or_path", "")),
+                        model.spiking_fingerprint, time.perf_counter() - t1)
     apply_neurons(model, state)
-    runtime.set_mode(mode)
+    model.spiking_runtime.set_mode(mode)
     return state
 
 

@@ -1,0 +1,127 @@
+"""Callbacks of the neuron trainer: phase switching (Alg. 1), base logging (paper Fig. 4), export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+PHASE_IDS = {"threshold": 0, "base": 1, "joint": 2}
+
+
+class PhaseSwitchCallback(pl.Callback):
+    """Before each step, set the active phase from the N1/N2 schedule and freeze the other parameters
+    (``requires_grad``), so a B step cannot touch theta/h and vice versa. The phase is logged
+    (``phase``: 0 = theta/h, 1 = B, 2 = joint) and shown on the progress bar."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.fitter is None:
+            return
+        phase = pl_module.fitter.phase_at(int(pl_module.fit_step))
+        pl_module.active_phase = phase
+        bank, spec = pl_module.bank, pl_module.spec
+        bank.theta_rel.requires_grad_(spec.learn_thresholds and phase in ("threshold", "joint"))
+        bank.h_rel.requires_grad_(spec.learn_thresholds and not spec.tied and phase in ("threshold", "joint"))
+        bank.bases.requires_grad_(spec.learn_bases and phase in ("base", "joint"))
+        pl_module.log("phase", float(PHASE_IDS[phase]), prog_bar=True)
+
+
+class BaseLoggingCallback(pl.Callback):
+    """Records every site's bases and the loss per phase at each step; logs the mean base per grain; at the
+    end writes ``bases.json`` and a Figure-4-style PNG (loss with h/theta and B phases shaded, base
+    trajectories per grain)."""
+
+    def __init__(self, output_dir: str = "outputs/train", plot: bool = True) -> None:
+        self.output_dir = Path(output_dir)
+        self.plot = plot
+        self.steps: list[int] = []
+        self.phases: list[str] = []
+        self.losses: list[float] = []
+        self.bases: list[list[list[float]]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if outputs is None or pl_module.bank is None:
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        bases = pl_module.bank.bases.detach().cpu()
+        self.steps.append(int(pl_module.fit_step))
+        self.phases.append(pl_module.active_phase)
+        self.losses.append(float(loss) / pl_module.bank.num_sites)
+        self.bases.append(bases.tolist())
+        for g, value in enumerate(bases.mean(0).tolist()):
+            pl_module.log(f"base/grain{g + 1}", value)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or not self.steps:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        pl_module.best_bank()      # what the checkpoint exports: each site's best parameters
+        (self.output_dir / "bases.json").write_text(json.dumps({
+            "steps": self.steps, "phases": self.phases, "loss": self.losses,
+            "site_names": pl_module.site_names, "bases": self.bases,
+            "final_bases": pl_module.bank.bases.detach().cpu().tolist()}))
+        if self.plot:
+            self.figure(self.output_dir / "figure4.png")
+
+    def figure(self, path: Path) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax_loss, ax_base) = plt.subplots(1, 2, figsize=(11, 4))
+        start = 0
+        for i in range(1, len(self.phases) + 1):   # shade each contiguous phase run
+            if i == len(self.phases) or self.phases[i] != self.phases[start]:
+                color = {"threshold": "tab:blue", "base": "tab:orange", "joint": "tab:green"}[self.phases[start]]
+                for ax in (ax_loss, ax_base):
+                    ax.axvspan(self.steps[start] - 0.5, self.steps[i - 1] + 0.5, color=color, alpha=0.12, lw=0)
+                start = i
+        ax_loss.plot(self.steps, self.losses, color="black", lw=1)
+        ax_loss.set_yscale("log")
+        ax_loss.set(title="fitting loss (blue: h/theta phase, orange: B phase)", xlabel="step",
+                    ylabel="mean relative MSE")
+        bases = torch.tensor(self.bases)                       # [steps, sites, grains]
+        for g in range(bases.shape[2]):
+            mean = bases[:, :, g].mean(1)
+            lo, hi = bases[:, :, g].quantile(0.1, dim=1), bases[:, :, g].quantile(0.9, dim=1)
+            ax_base.plot(self.steps, mean, label=f"B{g + 1} (mean over sites)")
+            ax_base.fill_between(self.steps, lo, hi, alpha=0.2)
+        ax_base.set(title="bases per grain (10-90% of sites)", xlabel="step", ylabel="B")
+        ax_base.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+class CheckpointExportCallback(pl.Callback):
+    """When fitting ends, write the converted checkpoint (``spiking_config.json`` + ``neurons.safetensors``)
+    that ``spiking-hf`` and ``spiking_lm_plugin.load`` read."""
+
+    def __init__(self, output_dir: str = "outputs/checkpoint") -> None:
+        self.output_dir = Path(output_dir)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        from spiking_lm_plugin.checkpoint import write_checkpoint
+        from spiking_lm_plugin.config import SpikingConfig
+        from spiking_lm_plugin.conversion import build_state
+        from spiking_lm_plugin.fitting import FitResult
+
+        dm = trainer.datamodule
+        hp = pl_module.hparams
+        allocation = hp.allocation if hp.allocation in (None, "search") else tuple(hp.allocation)
+        config = SpikingConfig(**{**dm.config.to_dict(), "sites": dm.config.sites, "timesteps": hp.timesteps,
+                                  "grains": hp.grains, "neuron": hp.neuron, "allocation": allocation,
+                                  "fit": pl_module.fit_config, "search_steps": hp.search_steps})
+        bank = pl_module.best_bank()
+        result = FitResult(bank, pl_module.fitter.best_loss, pl_module.initial_loss)
+        info = dm.model_info
+        state = build_state(config, dm.calibration, result, info["base_model"], info["fingerprint"], 0.0)
+        state.fit["trainer"] = "lightning"
+        state.fit["steps"] = int(pl_module.fit_step)
+        write_checkpoint(self.output_dir, state, info["architecture"], info["num_layers"])

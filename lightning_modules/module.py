@@ -1,0 +1,113 @@
+"""NeuronFitModule: Alg. 1 (and Alg. 2) as a LightningModule with manual optimization.
+
+The math lives once, in ``spiking_lm_plugin.fitting.AlternatingFitter``; this module drives it step by
+step so Lightning provides logging, checkpoints/resume, progress bars and callbacks.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from spiking_lm_plugin.fitting import AlternatingFitter, FitConfig, search_allocations
+from spiking_lm_plugin.neurons import NeuronBank, NeuronSpec
+from spiking_lm_plugin.sites import site_type
+
+
+class NeuronFitModule(pl.LightningModule):
+    def __init__(self, timesteps: int = 8, grains: int = 2, neuron: str = "multi-grain",
+                 allocation: list[int] | str | None = None, rounds: int = 4, threshold_steps: int = 40,
+                 base_steps: int = 20, lr_threshold: float = 0.02, lr_base: float = 0.01,
+                 surrogate_beta: float = 40.0, relative: bool = True, joint: bool = False,
+                 search_steps: int = 60, seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        overrides = {"allocation": tuple(allocation)} if isinstance(allocation, (list, tuple)) else {}
+        self.spec = NeuronSpec.preset(neuron, timesteps, grains, **overrides)
+        self.fit_config = FitConfig(rounds=rounds, threshold_steps=threshold_steps, base_steps=base_steps,
+                                    lr_threshold=lr_threshold, lr_base=lr_base, surrogate_beta=surrogate_beta,
+                                    relative=relative, joint=joint, seed=seed)
+        self.bank: NeuronBank | None = None
+        self.fitter: AlternatingFitter | None = None
+        self.register_buffer("fit_step", torch.zeros((), dtype=torch.long))
+        self.active_phase = "threshold"
+        self.site_names: list[str] = []
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        if self.bank is not None:
+            return
+        datamodule = self.trainer.datamodule
+        samples = datamodule.samples
+        self.site_names = list(datamodule.calibration.site_names)
+        allocations = None
+        if self.hparams.allocation == "search" and self.spec.fitted and self.spec.grains > 1:
+            allocations = search_allocations(self.spec, samples, steps=self.hparams.search_steps,
+                                             config=self.fit_config)
+        torch.manual_seed(self.hparams.seed)
+        self.bank = NeuronBank(self.spec, samples.shape[0], allocations)
+        self.fitter = AlternatingFitter(self.bank, samples, self.fit_config)
+        self.initial_loss = self.fitter.best_loss.clone()
+
+    @property
+    def total_steps(self) -> int:
+        return self.fitter.total_steps if self.spec.fitted else 0
+
+    def configure_optimizers(self):
+        return [self.fitter.opt_threshold, self.fitter.opt_base]
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: torch.Tensor, batch_idx: int):
+        step = int(self.fit_step)
+        if step >= self.total_steps:
+            self.trainer.should_stop = True
+            return None
+        phase = self.active_phase
+        opt_threshold, opt_base = self.optimizers()
+        optimizers = {"threshold": [opt_threshold], "base": [opt_base], "joint": [opt_threshold, opt_base]}[phase]
+        loss = self.fitter.loss(phase, batch)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        for opt in optimizers:
+            opt.step()
+        self.bank.clamp_()
+        self.fit_step += 1
+        mean_loss = loss.detach() / self.bank.num_sites
+        self.log("loss", mean_loss, prog_bar=True)
+        self.log(f"loss_{phase}", mean_loss)
+        if (step + 1) % self.fitter.steps_per_round == 0:
+            self.log("round_loss", self.fitter.end_round(), prog_bar=True)
+            self._log_site_types()
+        if step + 1 >= self.total_steps:
+            self.trainer.should_stop = True
+        return loss
+
+    def _log_site_types(self) -> None:
+        by_type: dict[str, list[float]] = {}
+        for name, value in zip(self.site_names, self.fitter.best_loss.tolist()):
+            by_type.setdefault(site_type(name), []).append(value)
+        for kind, values in by_type.items():
+            self.log(f"site_loss/{kind}", sum(values) / len(values))
+
+    def best_bank(self) -> NeuronBank:
+        """Load each site's best parameters (kept by copy at round ends) into the bank; idempotent."""
+        self.fitter.finish()
+        return self.bank
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["spiking_best"] = {k: v.clone() for k, v in self.fitter.best.items()}
+        checkpoint["spiking_best_loss"] = self.fitter.best_loss.clone()
+        checkpoint["spiking_grain_index"] = self.bank.grain_index.clone()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resume = checkpoint
+
+    def on_fit_start(self) -> None:
+        resume = getattr(self, "_resume", None)
+        if resume is not None:
+            self.fitter.best = {k: v.clone() for k, v in resume["spiking_best"].items()}
+            self.fitter.best_loss = resume["spiking_best_loss"].clone()
+            self._resume = None

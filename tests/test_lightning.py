@@ -1,0 +1,142 @@
+"""The Lightning trainer: the real LightningCLI in a subprocess, phases, resume, cache, Figure 4."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import spiking_lm_plugin as slm
+from lightning_modules import (ActivationDataModule, BaseLoggingCallback, CheckpointExportCallback, NeuronFitModule,
+                               PhaseSwitchCallback)
+
+TRAIN = str(Path(sys.executable).with_name("spiking-lm-train"))
+
+
+def tiny_recipe(tmp_path: Path, model_dir: Path) -> Path:
+    recipe = {
+        "seed_everything": 0,
+        "model": {"timesteps": 6, "grains": 2, "rounds": 2, "threshold_steps": 6, "base_steps": 4},
+        "data": {"model": str(model_dir), "calibration_tokens": 1024, "sequence_length": 128,
+                 "samples_per_site": 2048, "batch_samples": 1024},
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "default_root_dir": str(tmp_path),
+                    "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
+                               "init_args": {"save_dir": str(tmp_path / "logs")}},
+                    "callbacks": [
+                        {"class_path": "lightning_modules.PhaseSwitchCallback"},
+                        {"class_path": "lightning_modules.BaseLoggingCallback",
+                         "init_args": {"output_dir": str(tmp_path / "run")}},
+                        {"class_path": "lightning_modules.CheckpointExportCallback",
+                         "init_args": {"output_dir": str(tmp_path / "run" / "checkpoint")}}]},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_lightning_cli_fit_writes_a_loadable_checkpoint_that_beats_binary(tmp_path, tiny_model_dir):
+    env = {**os.environ, "SPIKING_LM_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([TRAIN, "fit", "--config", str(tiny_recipe(tmp_path, tiny_model_dir)),
+                           "--model.threshold_steps", "8"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoint"
+    meta = json.loads((ckpt / "spiking_config.json").read_text())
+    assert meta["fit"]["trainer"] == "lightning" and meta["fit"]["steps"] == 2 * (8 + 4)
+    loss, binary = torch.tensor(meta["fit"]["site_loss"]), torch.tensor(meta["fit"]["site_loss_binary"])
+    assert float(loss.mean()) < float(binary.mean())
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    state = slm.load(model, ckpt)
+    assert state.config.timesteps == 6 and len(state.site_names) == 21
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([[1, 2, 3, 4]])).logits).all()
+    png = tmp_path / "run" / "figure4.png"
+    assert png.stat().st_size > 10_000
+    # the logged final bases are the exported ones
+    logged = torch.tensor(json.loads((tmp_path / "run" / "bases.json").read_text())["final_bases"])
+    assert torch.equal(logged, load_file(str(ckpt / "neurons.safetensors"))["neurons.bases"])
+
+
+def test_print_config_and_help():
+    proc = subprocess.run([TRAIN, "fit", "--print_config"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "threshold_steps: 40" in proc.stdout and "calibration_tokens" in proc.stdout
+    proc = subprocess.run([TRAIN, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "spiking neurons" in proc.stdout
+
+
+class Recorder(pl.Callback):
+    """Snapshots of the bank around every step."""
+
+    def __init__(self):
+        self.records = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._before = {k: v.detach().clone() for k, v in pl_module.bank.named_parameters()}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        after = {k: v.detach().clone() for k, v in pl_module.bank.named_parameters()}
+        self.records.append((int(pl_module.fit_step), pl_module.active_phase, self._before, after))
+
+
+def trainer_run(tmp_path, model_dir, callbacks, ckpt_path=None, max_steps=-1, **module_kw):
+    dm = ActivationDataModule(model=str(model_dir), calibration_tokens=1024, sequence_length=128,
+                              samples_per_site=2048, batch_samples=512)
+    module = NeuronFitModule(timesteps=6, rounds=2, threshold_steps=5, base_steps=3, **module_kw)
+    trainer = pl.Trainer(max_epochs=1, max_steps=max_steps, accelerator="cpu", logger=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path, callbacks=callbacks)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return trainer, module, dm
+
+
+def test_phases_switch_exactly_on_schedule_and_freeze_the_other_parameters(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("SPIKING_LM_CACHE", str(tmp_path / "cache"))
+    recorder = Recorder()
+    _, module, _ = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), recorder])
+    phases = [phase for _, phase, _, _ in recorder.records]
+    assert phases == (["threshold"] * 5 + ["base"] * 3) * 2
+    for step, phase, before, after in recorder.records:
+        frozen = ["bases"] if phase == "threshold" else ["theta_rel", "h_rel"]
+        moving = ["theta_rel"] if phase == "threshold" else ["bases"]
+        assert all(torch.equal(before[k], after[k]) for k in frozen), (step, phase)
+        assert any(not torch.equal(before[k], after[k]) for k in moving), (step, phase)
+
+
+def test_second_run_hits_the_activation_cache(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("SPIKING_LM_CACHE", str(tmp_path / "cache"))
+    _, _, first = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback()])
+    _, _, second = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback()])
+    assert not first.cache_hit and second.cache_hit
+    assert torch.equal(first.samples, second.samples)
+    assert second.model_info == first.model_info
+
+
+def test_resume_continues_the_same_schedule(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("SPIKING_LM_CACHE", str(tmp_path / "cache"))
+    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpts", every_n_train_steps=6, save_top_k=-1)
+    trainer, module, _ = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), ckpt_cb], max_steps=6)
+    assert int(module.fit_step) == 6
+    saved = sorted((tmp_path / "ckpts").glob("*.ckpt"))
+    assert saved
+    recorder = Recorder()
+    _, resumed, _ = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), recorder], ckpt_path=saved[-1])
+    steps = [s for s, _, _, _ in recorder.records]
+    phases = [p for _, p, _, _ in recorder.records]
+    assert steps == list(range(7, 17))                  # continues at step 7 of 16
+    assert phases == ["base"] * 2 + ["threshold"] * 5 + ["base"] * 3
+    assert int(resumed.fit_step) == 16
+
+
+def test_export_callback_in_process(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("SPIKING_LM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "ckpt"
+    trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), BaseLoggingCallback(str(tmp_path / "r"), plot=False),
+                                           CheckpointExportCallback(str(out))], allocation="search", search_steps=3)
+    meta = json.loads((out / "spiking_config.json").read_text())
+    assert meta["config"]["allocation"] == "search" and len(meta["fit"]["allocations"]) == 21
