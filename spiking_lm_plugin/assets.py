@@ -69,11 +69,7 @@ def _manifest(entry: Path) -> Path:
     return entry / ".complete.json"
 
 
-#: bump when a builder's output changes, so old cache entries are rebuilt
-BUILD_VERSION = 2
-
-
-def _entry_is_valid(entry: Path) -> bool:
+def _entry_is_valid(entry: Path, version: int) -> bool:
     manifest = _manifest(entry)
     if not manifest.is_file():
         return False
@@ -82,22 +78,23 @@ def _entry_is_valid(entry: Path) -> bool:
         files = data["files"]
     except (ValueError, KeyError):
         return False
-    if data.get("version") != BUILD_VERSION:
+    if data.get("version") != version:
         return False
     return all((entry / name).is_file() and sha256_of(entry / name) == digest for name, digest in files.items())
 
 
-def cached_entry(name: str, build: Callable[[Path], None]) -> Path:
-    """Return the finished cache entry ``name``, (re)building it atomically when missing or corrupt."""
+def cached_entry(name: str, build: Callable[[Path], None], version: int = 1) -> Path:
+    """Return the finished cache entry ``name``, (re)building it atomically when missing, corrupt or built
+    by an older ``version`` of its builder."""
     entry = cache_dir() / name
-    if _entry_is_valid(entry):
+    if _entry_is_valid(entry, version):
         return entry
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         build(tmp)
         files = {str(p.relative_to(tmp)): sha256_of(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        _manifest(tmp).write_text(json.dumps({"version": BUILD_VERSION, "files": files}, indent=1))
+        _manifest(tmp).write_text(json.dumps({"version": version, "files": files}, indent=1))
         tmp.chmod(0o755)
         if entry.exists():
             shutil.rmtree(entry)
@@ -171,7 +168,7 @@ def _build_smollm2(dest: Path) -> None:
 def resolve_model(name_or_path: str) -> str:
     """An alias becomes its cached HF folder; a local path or hub id passes through unchanged."""
     if name_or_path in MODEL_ALIASES:
-        return str(cached_entry(f"models/{name_or_path}", _build_smollm2))
+        return str(cached_entry(f"models/{name_or_path}", _build_smollm2, version=2))
     return name_or_path
 
 
@@ -180,6 +177,7 @@ _TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
 _TABLE = re.compile(r"\{\|.*?\|\}", re.S)
 _REF = re.compile(r"<ref[^>/]*/>|<ref[^>]*>.*?</ref>", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
+_MATH = re.compile(r"<(math|chem|score|syntaxhighlight|source|gallery)[^>]*>.*?</\1>", re.S)
 _TAG = re.compile(r"<[^>]+>")
 _FILE_LINK = re.compile(r"\[\[(?:File|Image|Category|[a-z]{2,3}(?:-[a-z]+)?):[^\[\]]*(?:\[\[[^\[\]]*\]\][^\[\]]*)*\]\]")
 _LINK = re.compile(r"\[\[(?:[^|\[\]]*\|)?([^\[\]]*)\]\]")
@@ -190,6 +188,7 @@ _HEADING = re.compile(r"^=+\s*(.*?)\s*=+\s*$", re.M)
 def clean_wikitext(text: str) -> str:
     """Strip templates, refs, tables, file/category links and markup, keeping the prose."""
     text = _COMMENT.sub("", text)
+    text = _MATH.sub("", text)
     text = _REF.sub("", text)
     for _ in range(10):  # nested templates collapse from the inside out
         text, n = _TEMPLATE.subn("", text)
@@ -243,7 +242,8 @@ def _build_botchan(dest: Path) -> None:
             fh.write(json.dumps(doc) + "\n")
 
 
-_TEXT_BUILDERS = {"enwiki-excerpt": _build_enwiki, "botchan": _build_botchan}
+#: builder and its version (bump when its output changes, so old cache entries are rebuilt)
+_TEXT_BUILDERS = {"enwiki-excerpt": (_build_enwiki, 3), "botchan": (_build_botchan, 2)}
 
 #: documents [0, CALIBRATION_FRACTION) calibrate, the rest evaluate: the two never overlap.
 CALIBRATION_FRACTION = 0.5
@@ -253,7 +253,8 @@ def text_documents(alias: str, split: str = "all") -> list[dict[str, str]]:
     """Documents of a text asset: split 'calibration', 'evaluation' (disjoint halves) or 'all'."""
     if alias not in TEXT_ALIASES:
         raise ValueError(f"unknown text asset {alias!r}; choose one of {sorted(TEXT_ALIASES)}")
-    entry = cached_entry(f"text/{alias}", _TEXT_BUILDERS[alias])
+    build, version = _TEXT_BUILDERS[alias]
+    entry = cached_entry(f"text/{alias}", build, version)
     docs = [json.loads(line) for line in (entry / "documents.jsonl").read_text().splitlines()]
     cut = int(len(docs) * CALIBRATION_FRACTION)
     if split == "calibration":

@@ -81,14 +81,15 @@ class SpikingAttention(SpikingBlock):
             additive = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
         else:
             additive = attention_mask
-        softmax = lambda s: torch.softmax(s * self.scaling + additive, dim=-1, dtype=torch.float32).to(q.dtype)  # noqa: E731
+        softmax = lambda s: torch.softmax(s * self.scaling + additive, dim=-1,  # noqa: E731
+                                          dtype=torch.promote_types(s.dtype, torch.float32)).to(s.dtype)
         qk = lambda a, b: torch.matmul(a, b.transpose(-1, -2))  # noqa: E731
         if meter is not None:
             energy.count_scores(meter, "qk", qs.frames, ks.frames, allowed, self.num_heads, self.head_dim,
                                 None if qs.analog else qs.d.numel())
             energy.count_nonlinear(meter, "softmax", "softmax", bsz * self.num_heads * q_len * k_len)
         if timestep and not qs.analog:
-            probs = nonlinearity_steps(softmax, product_steps(qs, ks, qk)).sum(0)
+            probs = nonlinearity_steps(softmax, product_steps(qs, ks, qk)).sum(0).to(q.dtype)
         else:
             probs = softmax(product(qs, ks, qk, timestep=False))
         ps = self._site("softmax", probs.unsqueeze(-1), need).map(lambda t: t.squeeze(-1))

@@ -42,7 +42,8 @@ class SpikingMLP(SpikingBlock):
             energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", x.numel())
         xs = self._site("mlp_in", x, need_frames=False)
         if timestep and not xs.analog:
-            act = nonlinearity_steps(F.silu, self._linear_steps(self.gate_proj, xs, "gate_proj", tokens)).sum(0)
+            steps = self._linear_steps(self.gate_proj, xs, "gate_proj", tokens)
+            act = nonlinearity_steps(F.silu, steps).sum(0).to(x.dtype)
         else:
             act = F.silu(self._linear(self.gate_proj, xs, "gate_proj", tokens))
         up = self._linear(self.up_proj, xs, "up_proj", tokens)

@@ -17,19 +17,28 @@ from torch import nn
 from .site import Spikes
 
 
+#: the time-stepped execution accumulates in float64: its sums of T partial results then match the
+#: fused execution's single op to within the fused op's own rounding (fewer threshold flips)
+ACCUMULATE = torch.float64
+
+
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    return t.to(ACCUMULATE) if t.is_floating_point() and t.device.type != "mps" else t
+
+
 def linear_steps(linear: nn.Linear, spikes: Spikes) -> torch.Tensor:
     """Per-step outputs [T, ..., out] = d_t * (W diag(tau)) s_t; the bias joins step 1."""
-    weight = linear.weight * spikes.tau.to(linear.weight.dtype)     # per-channel tau folds into W
-    steps = F.linear(spikes.frames.to(weight.dtype), weight)
-    steps = steps * spikes.d.to(steps.dtype).view((-1,) + (1,) * (steps.ndim - 1))
+    weight = _acc(linear.weight) * _acc(spikes.tau)                 # per-channel tau folds into W
+    steps = F.linear(_acc(spikes.frames), weight)
+    steps = steps * _acc(spikes.d).view((-1,) + (1,) * (steps.ndim - 1))
     if linear.bias is not None:
-        steps[0] = steps[0] + linear.bias
+        steps[0] = steps[0] + _acc(linear.bias)
     return steps
 
 
 def apply_linear(linear: nn.Linear, spikes: Spikes) -> torch.Tensor:
     if spikes.frames is not None and spikes.d is not None:
-        return linear_steps(linear, spikes).sum(0)
+        return linear_steps(linear, spikes).sum(0).to(spikes.value.dtype)
     return linear(spikes.value)
 
 
@@ -39,7 +48,7 @@ def _cumulative(weighted: torch.Tensor) -> torch.Tensor:
 
 def product_steps(a: Spikes, b: Spikes, mul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Per-step outputs of a bilinear ``mul`` (elementwise or matmul) of two spike trains."""
-    wa, wb = a.weighted_frames(), b.weighted_frames()
+    wa, wb = _acc(a.weighted_frames()), _acc(b.weighted_frames())
     sa, sb = _cumulative(wa), _cumulative(wb)
     return mul(sa, wb) + mul(wa, sb) - mul(wa, wb)
 
@@ -47,11 +56,11 @@ def product_steps(a: Spikes, b: Spikes, mul: Callable[[torch.Tensor, torch.Tenso
 def product(a: Spikes, b: Spikes, mul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
             timestep: bool) -> torch.Tensor:
     if timestep and not a.analog and not b.analog:
-        return product_steps(a, b, mul).sum(0)
+        return product_steps(a, b, mul).sum(0).to(a.value.dtype)
     return mul(a.value, b.value)
 
 
 def nonlinearity_steps(phi: Callable[[torch.Tensor], torch.Tensor], steps: torch.Tensor) -> torch.Tensor:
     """phi(I(<=t)) - phi(I(<=t-1)) with phi(I(<=0)) := 0, for input steps [T, ...]."""
-    cum = phi(_cumulative(steps))
+    cum = phi(_cumulative(_acc(steps)))
     return torch.cat([cum[:1], cum[1:] - cum[:-1]], dim=0)

@@ -1,0 +1,78 @@
+"""The `spiking-lm` command and the lm-eval import hook, as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def run(*args, **kw):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_help_explains_subcommands():
+    proc = run(BIN / "spiking-lm", "--help")
+    assert proc.returncode == 0
+    for sub in ("convert", "demo", "tasks-dir", "fetch", "info"):
+        assert sub in proc.stdout
+    proc = run(BIN / "spiking-lm", "convert", "--help")
+    assert "--timesteps" in proc.stdout and "--allocation" in proc.stdout
+
+
+def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
+    out = tmp_path / "ckpt"
+    proc = run(BIN / "spiking-lm", "convert", "--model", tiny_model_dir, "--out", out, "-T", "6", "--grains", "3",
+               "--calibration-tokens", "1024", "--sequence-length", "128", "--samples-per-site", "2048",
+               "--rounds", "1", "--threshold-steps", "4", "--base-steps", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rel. MSE" in proc.stderr + proc.stdout and "q" in proc.stderr + proc.stdout
+    meta = json.loads((out / "spiking_config.json").read_text())
+    assert meta["config"]["timesteps"] == 6 and meta["neuron"]["allocation"] == [2, 2, 2]
+    assert meta["fit"]["save_s"] >= 0 and meta["fit"]["load_s"] > 0
+    info = run(BIN / "spiking-lm", "info", out)
+    assert info.returncode == 0 and json.loads(info.stdout)["sites"] == 21
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-T", "0"], "T must be an integer >= 1"),
+    (["-T", "2", "--grains", "3"], "more grains (3) than time steps"),
+    (["--allocation", "2,2"], "sums to 4, not T=8"),
+])
+def test_convert_rejects_bad_input_cleanly(tmp_path, args, message):
+    proc = run(BIN / "spiking-lm", "convert", "--model", tmp_path / "missing", "--out", tmp_path / "o", *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_convert_reports_a_missing_model(tmp_path):
+    proc = run(BIN / "spiking-lm", "convert", "--model", tmp_path / "nowhere", "--out", tmp_path / "o",
+               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "could not load model" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_tasks_dir_holds_the_packaged_tasks():
+    proc = run(BIN / "spiking-lm", "tasks-dir")
+    path = Path(proc.stdout.strip())
+    assert (path / "spiking_enwiki_ppl.yaml").is_file() and (path / "energy_metrics.py").is_file()
+
+
+def test_import_hook_is_cheap_and_registers_spiking_hf():
+    # interpreter start: the .pth runs the hook, which imports neither torch nor lm_eval
+    proc = run(sys.executable, "-c", "import sys; print('spiking_lm_lmeval_hook' in sys.modules, "
+               "'torch' in sys.modules, 'lm_eval' in sys.modules)")
+    assert proc.stdout.split() == ["True", "False", "False"]
+    proc = run(sys.executable, "-c", "from lm_eval.api.registry import get_model; "
+               "print(get_model('spiking-hf').__name__, get_model('hf').__name__)")
+    assert proc.stdout.split() == ["SpikingHFLM", "HFLM"], proc.stderr[-2000:]
+
+
+def test_import_hook_is_harmless_without_lm_eval():
+    proc = run(sys.executable, "-c", "import sys; sys.modules['lm_eval'] = None; "
+               "import spiking_lm_lmeval_hook as h; h.register(); print('ok')")
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok"

@@ -1,0 +1,70 @@
+"""Energy counting on hand-checkable cases (paper eq. 18 with the DESIGN rules)."""
+
+import pytest
+import torch
+from torch import nn
+
+from spiking_lm_plugin import energy
+from spiking_lm_plugin.energy import EnergyConstants, EnergyMeter
+from spiking_lm_plugin.modules import SpikingLMHead
+from spiking_lm_plugin.runtime import SpikingRuntime
+
+
+def binary_head(in_features=4, out_features=3, timesteps=2):
+    runtime = SpikingRuntime(mode="fused")
+    head = SpikingLMHead(nn.Linear(in_features, out_features, bias=False), runtime)
+    d = torch.tensor([2.0 ** -(t + 1) for t in range(timesteps)])
+    head.sites["head_in"].set_neuron(d, d, d, 0.0, torch.ones(1))
+    return head, runtime
+
+
+@pytest.mark.parametrize("mode", ["fused", "timestep"])
+def test_one_linear_with_known_spikes(mode):
+    """x = [0.75, 0.25, 0, -0.5], binary T=2, tau=1: spikes 11, 01, 00, 10 -> 4 spikes.
+    AC = 4 spikes x 3 outputs = 12; MAC = T x 3 outputs x 1 token = 6 (per-step scaling)."""
+    head, runtime = binary_head()
+    runtime.set_mode(mode)
+    runtime.meter = meter = EnergyMeter()
+    x = torch.tensor([[[0.75, 0.25, 0.0, -0.5]]])
+    y = head(x)
+    torch.testing.assert_close(y, head.linear(x))            # exactly representable at T=2
+    mac, ac = meter.by_kind["lm_head"]
+    assert (mac, ac) == (6.0, 12.0)
+    assert meter.sites["head_in"].spikes == 4 and meter.sites["head_in"].slots == 8
+    # the ANN does 4 x 3 MACs for the same layer
+    assert meter.ann_mac - energy.NONLINEAR_MACS["rmsnorm"] * 4 == 12
+    c = EnergyConstants()
+    assert meter.energy_j() == pytest.approx((meter.mac * c.e_mac_pj + meter.ac * c.e_ac_pj) * 1e-12)
+
+
+def test_elementwise_product_counts():
+    """A_t = [1,0],[1,1]; B_t = [1,1],[0,1] over 2 elements: nnz(A)=3, nnz(B)=3, nnz(A and B)=2."""
+    meter = EnergyMeter()
+    a = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    b = torch.tensor([[1.0, 1.0], [0.0, -1.0]])
+    energy.count_elementwise_product(meter, "gate", a, b, numel=2, timesteps=2)
+    assert meter.by_kind["gate"] == [2 * 2 * 2, 3 + 3 + 2]
+    assert meter.ann_mac == 2
+
+
+def test_scores_counts_respect_the_causal_mask():
+    """One head, 2 queries x 2 keys, causal: allowed pairs (0,0), (1,0), (1,1)."""
+    meter = EnergyMeter()
+    q = torch.zeros(1, 1, 1, 2, 1)
+    k = torch.zeros(1, 1, 1, 2, 1)
+    q[0, 0, 0, 1, 0] = 1.0     # query 1 spikes: fans out to its 2 allowed keys
+    k[0, 0, 0, 0, 0] = 1.0     # key 0 spikes: fans out to its 2 allowed queries; and (1,0) both spike
+    allowed = torch.tensor([[True, False], [True, True]]).view(1, 1, 2, 2)
+    energy.count_scores(meter, "qk", q, k, allowed, heads=1, head_dim=1, timesteps=1)
+    mac, ac = meter.by_kind["qk"]
+    assert ac == 2 + 2 + 1 and mac == 2 * 1 * 3
+    assert meter.ann_mac == 3
+
+
+def test_read_write_model_adds_energy():
+    head, runtime = binary_head()
+    runtime.meter = plain = EnergyMeter()
+    head(torch.tensor([[[0.75, 0.25, 0.0, -0.5]]]))
+    runtime.meter = rw = EnergyMeter(EnergyConstants(read_write=True))
+    head(torch.tensor([[[0.75, 0.25, 0.0, -0.5]]]))
+    assert rw.energy_j() > plain.energy_j() and rw.summary()["read_write"]
