@@ -168,7 +168,7 @@ def _build_smollm2(dest: Path) -> None:
 def resolve_model(name_or_path: str) -> str:
     """An alias becomes its cached HF folder; a local path or hub id passes through unchanged."""
     if name_or_path in MODEL_ALIASES:
-        return str(cached_entry(f"models/{name_or_path}", _build_smollm2, version=2))
+        return str(cached_entry(f"models/{name_or_path}", _build_smollm2, version=3))
     return name_or_path
 
 
@@ -243,7 +243,7 @@ def _build_botchan(dest: Path) -> None:
 
 
 #: builder and its version (bump when its output changes, so old cache entries are rebuilt)
-_TEXT_BUILDERS = {"enwiki-excerpt": (_build_enwiki, 3), "botchan": (_build_botchan, 2)}
+_TEXT_BUILDERS = {"enwiki-excerpt": (_build_enwiki, 3), "botchan": (_build_botchan, 3)}
 
 #: documents [0, CALIBRATION_FRACTION) calibrate, the rest evaluate: the two never overlap.
 CALIBRATION_FRACTION = 0.5
