@@ -20,7 +20,7 @@ from torch import nn
 
 from .config import SpikingConfig
 from .conversion import SpikingState, apply_neurons, selected_sites
-from .model_surgery import attach
+from .model_surgery import apply_rotation, attach
 from .neurons import NeuronSpec
 
 FORMAT = "spiking-lm"
@@ -107,6 +107,7 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
             f"{base['fingerprint'][:12]}), but the loaded model's weights fingerprint is "
             f"{model.spiking_fingerprint[:12]}: load the same base model it was converted from")
     config = SpikingConfig.from_dict(meta["config"])
+    apply_rotation(model, config.rotation)      # re-derived from base + recipe, never stored
     expected = selected_sites(model, config)
     stored = list(meta["sites"])
     if stored != expected:

@@ -47,7 +47,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     config = SpikingConfig(
         timesteps=args.timesteps, grains=args.grains, neuron=args.neuron, allocation=_parse_allocation(args.allocation),
-        tau=args.tau, sites=tuple(args.sites.split(",")) if args.sites else ALL_SITE_TYPES,
+        tau=args.tau, rotation=args.rotation, sites=tuple(args.sites.split(",")) if args.sites else ALL_SITE_TYPES,
         calibration_text=args.calibration_text, calibration_tokens=args.calibration_tokens,
         sequence_length=args.sequence_length, batch_size=args.batch_size, samples_per_site=args.samples_per_site,
         fit=FitConfig(rounds=args.rounds, threshold_steps=args.threshold_steps, base_steps=args.base_steps,
@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allocation", default=None, help="'uniform', 'search' (Alg. 2) or steps per grain, e.g. 2,6")
     c.add_argument("--tau", default="channel", choices=["channel", "tensor"],
                    help="scale granularity at sites feeding a linear layer")
+    c.add_argument("--rotation", default="none", choices=["none", "online"],
+                   help="online: exact Hadamard transform of the down_proj input, folded into its weight")
     c.add_argument("--sites", default=None, help=f"comma list of site types (default all: {','.join(ALL_SITE_TYPES)})")
     c.add_argument("--calibration-text", default="enwiki-excerpt", help="text asset for calibration")
     c.add_argument("--calibration-tokens", type=int, default=16384)

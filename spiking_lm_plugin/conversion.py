@@ -12,7 +12,7 @@ from .calibration import record_activations, token_windows
 from .config import SpikingConfig
 from .fitting import FitResult, fit_neurons, search_allocations
 from .fitting.reservoir import SiteReservoir
-from .model_surgery import attach, spiking_sites
+from .model_surgery import apply_rotation, attach, spiking_sites
 from .neurons import NeuronBank, NeuronSpec
 from .neurons.dynamics import phase_code
 from .progress import progress_bar
@@ -110,6 +110,7 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
     """
     t0 = time.perf_counter()
     attach(model)
+    apply_rotation(model, config.rotation)
     names = selected_sites(model, config)
     if calibration is None or (isinstance(calibration, (list, tuple)) and calibration and isinstance(calibration[0], str)):
         if tokenizer is None:

@@ -200,3 +200,12 @@ def count_attn_values(meter: EnergyMeter, kind: str, p_frames, v_frames, allowed
 
 def count_nonlinear(meter: EnergyMeter, kind: str, op: str, numel: int) -> None:
     meter.add(kind, mac=NONLINEAR_MACS[op] * numel, rw_bits=32 * 2 * numel)
+
+
+def count_hadamard(meter: EnergyMeter, numel: int) -> None:
+    """Online Hadamard on analog values: ~log2(n) + m adds/multiplies per element; counted as MACs in both."""
+    meter.add("hadamard", mac=numel * HADAMARD_MACS_PER_ELEMENT, rw_bits=32 * 2 * numel)
+
+
+#: 1536 = 12 x 128: 7 butterfly stages plus a 12-term dot product per element
+HADAMARD_MACS_PER_ELEMENT = 19

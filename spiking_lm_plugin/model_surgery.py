@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .fingerprint import weights_fingerprint
@@ -50,3 +51,25 @@ def attach(model: nn.Module) -> SpikingRuntime:
 def spiking_sites(model: nn.Module) -> dict[str, SpikeSite]:
     """All sites of an attached model in network order."""
     return {m.name: m for m in model.modules() if isinstance(m, SpikeSite)}
+
+
+def apply_rotation(model: nn.Module, rotation: str) -> None:
+    """Fold the recipe's exact transforms into the weights (idempotent): ``online`` puts a Hadamard H on
+    the down_proj input at run time and replaces W by W H^T, so the ANN function is unchanged."""
+    from .hadamard import fast_hadamard, has_hadamard
+
+    done = getattr(model, "spiking_rotation", "none")
+    if rotation == done:
+        return
+    if done != "none":
+        raise ValueError(f"model already carries rotation {done!r}; load a fresh base model for {rotation!r}")
+    if rotation == "online":
+        for layer in model.model.layers:
+            mlp = layer.mlp
+            n = mlp.down_proj.in_features
+            if not has_hadamard(n):
+                raise ValueError(f"no Hadamard construction for intermediate size {n}; use rotation='none'")
+            with torch.no_grad():
+                mlp.down_proj.weight.copy_(fast_hadamard(mlp.down_proj.weight.double()).to(mlp.down_proj.weight.dtype))
+            mlp.online_hadamard = True
+    model.spiking_rotation = rotation
