@@ -26,6 +26,18 @@ def _heaviside(z: torch.Tensor) -> torch.Tensor:
     return (z >= 0).to(z.dtype)
 
 
+def fire(v: torch.Tensor, theta_t, h_t, fired: torch.Tensor | None, levels: int, max_spikes: int | None,
+         step: StepSpikes = _heaviside) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One time step (eq. 2-3): the spike s_t, the reset membrane v_{t+1} and the running spike count."""
+    z = v - theta_t
+    s = step(z) if levels == 2 else torch.clamp(torch.floor(z / h_t) + 1, 0, levels - 1)
+    if max_spikes:
+        fired = torch.zeros_like(v) if fired is None else fired
+        s = s * (fired < max_spikes).to(s.dtype)
+        fired = fired + (s > 0).to(s.dtype)
+    return s, v - h_t * s, fired
+
+
 def spike_steps(
     u: torch.Tensor,
     theta: Sequence[torch.Tensor],
@@ -41,17 +53,7 @@ def spike_steps(
     v = u + v0
     fired = None
     for t in range(len(theta)):
-        z = v - theta[t]
-        if levels == 2:
-            s = step(z)
-        else:
-            s = torch.clamp(torch.floor(z / h[t]) + 1, 0, levels - 1)
-        if max_spikes is not None:
-            if fired is None:
-                fired = torch.zeros_like(u)
-            s = s * (fired < max_spikes).to(s.dtype)
-            fired = fired + (s > 0).to(s.dtype)
-        v = v - h[t] * s
+        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes, step)
         yield s
 
 

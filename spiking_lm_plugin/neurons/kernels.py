@@ -13,6 +13,8 @@ import warnings
 
 import torch
 
+from .dynamics import fire
+
 
 def _site_code(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
                v0: torch.Tensor, levels: int, max_spikes: int):
@@ -22,17 +24,9 @@ def _site_code(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch
     v = u + v0
     code = torch.zeros_like(u)
     events = torch.zeros_like(u)
-    fired = torch.zeros_like(u)
+    fired = None
     for t in range(theta.shape[0]):
-        z = v - theta[t]
-        if levels == 2:
-            s = (z >= 0).to(u.dtype)
-        else:
-            s = torch.clamp(torch.floor(z / h[t]) + 1, 0, levels - 1)
-        if max_spikes > 0:
-            s = s * (fired < max_spikes).to(u.dtype)
-            fired = fired + (s > 0).to(u.dtype)
-        v = v - h[t] * s
+        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
         code = code + d[t] * s
         events = events + (s != 0).to(u.dtype)
     return (torch.sign(xf) * tau * code).to(x.dtype), events.sum()
@@ -46,18 +40,10 @@ def _site_frames(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: tor
     u = xf.abs() / tau
     v = u + v0
     code = torch.zeros_like(u)
-    fired = torch.zeros_like(u)
+    fired = None
     frames = []
     for t in range(theta.shape[0]):
-        z = v - theta[t]
-        if levels == 2:
-            s = (z >= 0).to(u.dtype)
-        else:
-            s = torch.clamp(torch.floor(z / h[t]) + 1, 0, levels - 1)
-        if max_spikes > 0:
-            s = s * (fired < max_spikes).to(u.dtype)
-            fired = fired + (s > 0).to(u.dtype)
-        v = v - h[t] * s
+        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
         code = code + d[t] * s
         frames.append(s * sign)
     stacked = torch.stack(frames)

@@ -1,0 +1,78 @@
+"""Shared pieces of the benchmarks: the real model, held-out windows, perplexity, output files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+import spiking_lm_plugin as slm
+from spiking_lm_plugin.assets import text_documents
+from spiking_lm_plugin.calibration import token_windows
+from spiking_lm_plugin.loading import load_base_model
+
+OUT = Path(os.environ.get("SPIKING_LM_BENCH_OUT", "bench/results"))
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {gpu}"
+
+
+def load(model: str = "smollm2-135m", device: str = "cpu"):
+    model, tokenizer, _ = load_base_model(model, device)
+    return model, tokenizer
+
+
+def eval_windows(tokenizer, tokens: int, length: int = 512) -> torch.Tensor:
+    docs = [d["text"] for d in text_documents("enwiki-excerpt", "evaluation")]
+    return token_windows(tokenizer, docs, tokens, length)
+
+
+@torch.no_grad()
+def perplexity(model, windows: torch.Tensor, batch: int = 4) -> float:
+    """Token-level perplexity over the windows (every window predicts its own tokens 2..L)."""
+    device = next(model.parameters()).device
+    nll, n = 0.0, 0
+    for chunk in windows.split(batch):
+        chunk = chunk.to(device)
+        logits = model(chunk).logits[:, :-1].float()
+        nll += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                       chunk[:, 1:].reshape(-1), reduction="sum"))
+        n += chunk[:, 1:].numel()
+    return math.exp(nll / n)
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def write(name: str, rows: list[dict], meta: dict) -> None:
+    """JSON next to a markdown table, both printed and saved under bench/results/."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+            "date": date.today().isoformat(), **meta}
+    (OUT / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+    table = "\n".join(lines)
+    text = f"`{meta['command']}` ({meta['machine']}, {meta['date']})\n\n{table}\n"
+    (OUT / f"{name}.md").write_text(text)
+    print(text)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

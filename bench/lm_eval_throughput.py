@@ -1,0 +1,59 @@
+"""lm-eval throughput on SmolLM2-135M: `hf` vs `spiking-hf` fused (energy meter on and off) vs timestep,
+as ratios measured in one run on the same documents.
+    python bench/lm_eval_throughput.py --checkpoint DIR [--docs 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import lm_eval
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+
+from spiking_lm_plugin.assets import resolve_model
+from spiking_lm_plugin.cli import tasks_dir
+from spiking_lm_plugin.lm_eval_model import SpikingHFLM
+
+from _common import write
+
+TASK = "spiking_enwiki_ppl_short"
+
+
+def run(lm, docs: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    out = lm_eval.simple_evaluate(model=lm, tasks=[TASK], limit=docs,
+                                  task_manager=TaskManager(include_path=str(tasks_dir())))
+    return time.perf_counter() - t0, out["results"][TASK]["word_perplexity,none"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--docs", type=int, default=4)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    path = resolve_model("smollm2-135m")
+    variants = [
+        ("hf", lambda: HFLM(pretrained=path, device=args.device, dtype="float32")),
+        ("spiking-hf fused", lambda: SpikingHFLM(pretrained=path, spiking=args.checkpoint, device=args.device)),
+        ("spiking-hf fused, energy off", lambda: SpikingHFLM(pretrained=path, spiking=args.checkpoint,
+                                                             device=args.device, energy=False)),
+        ("spiking-hf timestep", lambda: SpikingHFLM(pretrained=path, spiking=args.checkpoint, mode="timestep",
+                                                    device=args.device)),
+    ]
+    rows = []
+    for label, make in variants:
+        lm = make()
+        run(lm, 1)                                  # warm-up: kernel compilation, caches
+        seconds, ppl = run(lm, args.docs)
+        rows.append({"model": label, "seconds": seconds, "word ppl": ppl})
+        print(rows[-1], flush=True)
+    for row in rows:
+        row["throughput vs hf"] = rows[0]["seconds"] / row["seconds"]
+    write("lm_eval_throughput", rows, {"task": TASK, "docs": args.docs})
+
+
+if __name__ == "__main__":
+    main()
