@@ -76,3 +76,19 @@ def test_import_hook_is_harmless_without_lm_eval():
     proc = run(sys.executable, "-c", "import sys; sys.modules['lm_eval'] = None; "
                "import spiking_lm_lmeval_hook as h; h.register(); print('ok')")
     assert proc.returncode == 0 and proc.stdout.strip() == "ok"
+
+
+def test_regular_install_ships_the_hook_tasks_and_configs(tmp_path):
+    """`pip install .` (not editable): the .pth lands at the site root, tasks/ and configs/ as package data."""
+    repo = Path(__file__).resolve().parents[1]
+    target = tmp_path / "site"
+    proc = run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+               "--target", target, repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (target / "spiking_lm_lmeval.pth").read_text().strip() == "import spiking_lm_lmeval_hook"
+    assert (target / "spiking_lm_plugin" / "tasks" / "spiking_enwiki_ppl.yaml").is_file()
+    assert (target / "spiking_lm_plugin" / "configs" / "smollm2_t8_g2.yaml").is_file()
+    # a site directory processes the .pth: the hook is imported (and lm-eval is not)
+    check = run(sys.executable, "-S", "-c", f"import site, sys; site.addsitedir({str(target)!r}); "
+                "print('spiking_lm_lmeval_hook' in sys.modules, 'lm_eval' in sys.modules)", cwd=tmp_path)
+    assert check.stdout.split() == ["True", "False"], check.stderr

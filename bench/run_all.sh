@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerate every table of docs/BENCHMARKS.md (CPU; about 30-40 minutes on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+export PYTHONPATH=bench
+$PY bench/fit_throughput.py
+$PY bench/speed.py
+$PY bench/energy.py
+.venv/bin/spiking-lm convert --model smollm2-135m -T 8 --rotation online --out bench/results/ckpt-t8 --quiet
+$PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
+$PY bench/quality.py --timesteps 6 8 --eval-tokens 8192
+$PY bench/scale.py
