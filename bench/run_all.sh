@@ -9,5 +9,5 @@ $PY bench/speed.py
 $PY bench/energy.py
 .venv/bin/spiking-lm convert --model smollm2-135m -T 8 --rotation online --out bench/results/ckpt-t8 --quiet
 $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
-$PY bench/quality.py --timesteps 6 8 --eval-tokens 8192
+$PY bench/quality.py --timesteps 6 8 --eval-tokens 4096
 $PY bench/scale.py

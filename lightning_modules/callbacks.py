@@ -105,23 +105,50 @@ class CheckpointExportCallback(pl.Callback):
         self.output_dir = Path(output_dir)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if not trainer.is_global_zero:
-            return
         from spiking_lm_plugin.checkpoint import write_checkpoint
         from spiking_lm_plugin.config import SpikingConfig
         from spiking_lm_plugin.conversion import build_state
         from spiking_lm_plugin.fitting import FitResult
 
+        bank, best_loss, initial = gather_shards(trainer, pl_module)     # a collective: every rank calls it
+        if not trainer.is_global_zero:
+            return
         dm = trainer.datamodule
         hp = pl_module.hparams
         allocation = hp.allocation if hp.allocation in (None, "search") else tuple(hp.allocation)
         config = SpikingConfig(**{**dm.config.to_dict(), "sites": dm.config.sites, "timesteps": hp.timesteps,
                                   "grains": hp.grains, "neuron": hp.neuron, "allocation": allocation,
                                   "fit": pl_module.fit_config, "search_steps": hp.search_steps})
-        bank = pl_module.best_bank()
-        result = FitResult(bank, pl_module.fitter.best_loss, pl_module.initial_loss)
+        result = FitResult(bank, best_loss, initial)
         info = dm.model_info
         state = build_state(config, dm.calibration, result, info["base_model"], info["fingerprint"], 0.0)
         state.fit["trainer"] = "lightning"
         state.fit["steps"] = int(pl_module.fit_step)
         write_checkpoint(self.output_dir, state, info["architecture"], info["num_layers"])
+
+
+def gather_shards(trainer, pl_module):
+    """The full bank (all sites, best parameters) and losses, gathered from every rank's shard."""
+    from spiking_lm_plugin.neurons import NeuronBank
+
+    from .module import shard_indices
+
+    local = pl_module.best_bank().export()
+    local["best_loss"] = pl_module.fitter.best_loss
+    local["initial_loss"] = pl_module.initial_loss
+    world = trainer.world_size
+    num_sites = trainer.datamodule.samples.shape[0]
+    if world > 1:
+        gathered = {k: pl_module.all_gather(v.contiguous()) for k, v in local.items()}   # [world, shard, ...]
+    else:
+        gathered = {k: v.unsqueeze(0) for k, v in local.items()}
+    full = {k: torch.empty((num_sites, *v.shape[2:]), dtype=v.dtype) for k, v in gathered.items()}
+    for rank in range(world):
+        for j, site in enumerate(shard_indices(num_sites, world, rank)):
+            for k, v in gathered.items():
+                full[k][site] = v[rank, j].cpu()
+    allocations = [tuple(torch.bincount(g, minlength=1).tolist()) for g in full["grain_index"]]
+    allocations = [tuple(a for a in alloc if a > 0) for alloc in allocations]
+    bank = NeuronBank(pl_module.spec, num_sites, allocations)
+    bank.load_export({k: full[k] for k in ("d", "theta", "h", "v0", "bases", "grain_index")})
+    return bank, full["best_loss"], full["initial_loss"]

@@ -31,16 +31,20 @@ class NeuronFitModule(pl.LightningModule):
         self.bank: NeuronBank | None = None
         self.fitter: AlternatingFitter | None = None
         self.register_buffer("fit_step", torch.zeros((), dtype=torch.long))
+        # DDP needs one synchronized parameter; the neurons themselves are sharded by site and never synced
+        self.ddp_anchor = torch.nn.Parameter(torch.zeros(1))
         self.active_phase = "threshold"
         self.site_names: list[str] = []
+        self.shard: list[int] = []
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
         if self.bank is not None:
             return
         datamodule = self.trainer.datamodule
-        samples = datamodule.samples
-        self.site_names = list(datamodule.calibration.site_names)
+        self.shard = shard_indices(datamodule.samples.shape[0], self.trainer.world_size, self.trainer.global_rank)
+        samples = datamodule.samples[self.shard]
+        self.site_names = [datamodule.calibration.site_names[i] for i in self.shard]
         allocations = None
         if self.hparams.allocation == "search" and self.spec.fitted and self.spec.grains > 1:
             allocations = search_allocations(self.spec, samples, steps=self.hparams.search_steps,
@@ -49,6 +53,9 @@ class NeuronFitModule(pl.LightningModule):
         self.bank = NeuronBank(self.spec, samples.shape[0], allocations)
         self.fitter = AlternatingFitter(self.bank, samples, self.fit_config)
         self.initial_loss = self.fitter.best_loss.clone()
+        # each rank owns its sites: DDP must neither broadcast nor all-reduce the bank
+        self._ddp_params_and_buffers_to_ignore = [f"bank.{n}" for n, _ in self.bank.named_parameters()] + \
+            [f"bank.{n}" for n, _ in self.bank.named_buffers()] + ["fit_step"]
 
     @property
     def total_steps(self) -> int:
@@ -66,7 +73,7 @@ class NeuronFitModule(pl.LightningModule):
         phase = self.active_phase
         opt_threshold, opt_base = self.optimizers()
         optimizers = {"threshold": [opt_threshold], "base": [opt_base], "joint": [opt_threshold, opt_base]}[phase]
-        loss = self.fitter.loss(phase, batch)
+        loss = self.fitter.loss(phase, batch[self.shard_in_batch(batch)]) + 0.0 * self.ddp_anchor.sum()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -75,7 +82,7 @@ class NeuronFitModule(pl.LightningModule):
         self.bank.clamp_()
         self.fit_step += 1
         mean_loss = loss.detach() / self.bank.num_sites
-        self.log("loss", mean_loss, prog_bar=True)
+        self.log("loss", mean_loss, prog_bar=True, rank_zero_only=True)
         self.log(f"loss_{phase}", mean_loss)
         if (step + 1) % self.fitter.steps_per_round == 0:
             self.log("round_loss", self.fitter.end_round(), prog_bar=True)
@@ -83,6 +90,10 @@ class NeuronFitModule(pl.LightningModule):
         if step + 1 >= self.total_steps:
             self.trainer.should_stop = True
         return loss
+
+    def shard_in_batch(self, batch: torch.Tensor) -> slice | list[int]:
+        """Rows of a full [sites, batch] minibatch that belong to this rank."""
+        return self.shard if batch.shape[0] != self.bank.num_sites else slice(None)
 
     def _log_site_types(self) -> None:
         by_type: dict[str, list[float]] = {}
@@ -111,3 +122,11 @@ class NeuronFitModule(pl.LightningModule):
             self.fitter.best = {k: v.clone() for k, v in resume["spiking_best"].items()}
             self.fitter.best_loss = resume["spiking_best_loss"].clone()
             self._resume = None
+
+
+def shard_indices(num_sites: int, world_size: int, rank: int) -> list[int]:
+    """Sites of one rank: every ``world_size``-th site, padded by repeating its last site so all ranks
+    hold the same number (all_gather needs equal shapes; a repeated site is fitted twice, harmlessly)."""
+    size = -(-num_sites // world_size)
+    own = list(range(rank, num_sites, world_size)) or [num_sites - 1]
+    return own + [own[-1]] * (size - len(own))
