@@ -107,7 +107,7 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
             f"{base['fingerprint'][:12]}), but the loaded model's weights fingerprint is "
             f"{model.spiking_fingerprint[:12]}: load the same base model it was converted from")
     config = SpikingConfig.from_dict(meta["config"])
-    apply_rotation(model, config.rotation)      # re-derived from base + recipe, never stored
+    apply_rotation(model, config.rotation, config.seed)      # re-derived from base + recipe, never stored
     expected = selected_sites(model, config)
     stored = list(meta["sites"])
     if stored != expected:

@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allocation", default=None, help="'uniform', 'search' (Alg. 2) or steps per grain, e.g. 2,6")
     c.add_argument("--tau", default="channel", choices=["channel", "tensor"],
                    help="scale granularity at sites feeding a linear layer")
-    c.add_argument("--rotation", default="none", choices=["none", "online"],
-                   help="online: exact Hadamard transform of the down_proj input, folded into its weight")
+    c.add_argument("--rotation", default="online", choices=["none", "online", "full"],
+                   help="online: exact Hadamard transform of the down_proj input, folded into its weight; "
+                        "full: also rotate the residual stream (RMSNorm weights folded)")
     c.add_argument("--sites", default=None, help=f"comma list of site types (default all: {','.join(ALL_SITE_TYPES)})")
     c.add_argument("--calibration-text", default="enwiki-excerpt", help="text asset for calibration")
     c.add_argument("--calibration-tokens", type=int, default=16384)

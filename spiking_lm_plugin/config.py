@@ -18,8 +18,9 @@ class SpikingConfig:
     timesteps/grains/neuron: the neuron family (``neuron`` is a preset name, see ``NeuronSpec.preset``).
     allocation: ``None`` (uniform), an explicit tuple such as (2, 6), or ``"search"`` (Alg. 2).
     tau: ``"channel"`` (per input channel at sites feeding a linear layer, per tensor elsewhere) or ``"tensor"``.
-    rotation: ``"none"`` or ``"online"`` (an exact Hadamard transform of the down_proj input, folded into
-    down_proj's weight: the outlier-heavy site is coded in a basis where its outliers are spread out).
+    rotation: ``"none"``, ``"online"`` (an exact Hadamard transform of the down_proj input, folded into
+    down_proj's weight: the outlier-heavy site is coded in a basis where its outliers are spread out) or
+    ``"full"`` (also the residual stream rotated by a Hadamard / seeded orthogonal Q, RMSNorm weights folded).
     """
 
     timesteps: int = 8
@@ -44,8 +45,8 @@ class SpikingConfig:
         validate_steps(self.timesteps, self.grains)
         if self.neuron not in PRESETS:
             raise ValueError(f"unknown neuron preset {self.neuron!r}; choose one of {sorted(PRESETS)}")
-        if self.rotation not in ("none", "online"):
-            raise ValueError(f"rotation must be 'none' or 'online', got {self.rotation!r}")
+        if self.rotation not in ("none", "online", "full"):
+            raise ValueError(f"rotation must be 'none', 'online' or 'full', got {self.rotation!r}")
         if self.tau not in ("channel", "tensor"):
             raise ValueError(f"tau must be 'channel' or 'tensor', got {self.tau!r}")
         self.sites = validate_site_types(self.sites)

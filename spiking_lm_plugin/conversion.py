@@ -110,7 +110,7 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
     """
     t0 = time.perf_counter()
     attach(model)
-    apply_rotation(model, config.rotation)
+    apply_rotation(model, config.rotation, config.seed)
     names = selected_sites(model, config)
     if calibration is None or (isinstance(calibration, (list, tuple)) and calibration and isinstance(calibration[0], str)):
         if tokenizer is None:

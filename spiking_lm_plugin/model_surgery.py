@@ -53,9 +53,61 @@ def spiking_sites(model: nn.Module) -> dict[str, SpikeSite]:
     return {m.name: m for m in model.modules() if isinstance(m, SpikeSite)}
 
 
-def apply_rotation(model: nn.Module, rotation: str) -> None:
+def residual_rotation(size: int, seed: int, dtype=torch.float64) -> torch.Tensor:
+    """Orthogonal Q for the residual stream: a Hadamard matrix where a construction exists for ``size``,
+    else a seeded random orthogonal matrix (fused into the weights either way: no run-time cost)."""
+    from .hadamard import hadamard_matrix, has_hadamard
+
+    if has_hadamard(size):
+        return hadamard_matrix(size, dtype)
+    gen = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(size, size, generator=gen, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).to(dtype)
+
+
+@torch.no_grad()
+def _rotate_residual(model: nn.Module, seed: int) -> None:
+    """QuaRot-style: fold every RMSNorm weight into the linears it feeds, untie the embeddings, then
+    rotate the residual stream by Q: readers W <- W diag(g) Q^T, writers W <- Q W, embeddings E <- E Q^T.
+    RMSNorm commutes with an orthogonal Q once its weight is 1, so the function is unchanged."""
+    backbone = model.model
+    hidden = model.config.hidden_size
+    q = residual_rotation(hidden, seed)
+
+    def read(linear: nn.Linear, gamma: torch.Tensor | None) -> None:
+        w = linear.weight.double()
+        if gamma is not None:
+            w = w * gamma.double()
+        linear.weight.copy_((w @ q.T).to(linear.weight.dtype))
+
+    def write(linear: nn.Linear) -> None:
+        linear.weight.copy_((q @ linear.weight.double()).to(linear.weight.dtype))
+        if linear.bias is not None:
+            linear.bias.copy_((q @ linear.bias.double()).to(linear.bias.dtype))
+
+    head = model.lm_head.linear
+    if head.weight.data_ptr() == backbone.embed_tokens.weight.data_ptr():
+        head.weight = nn.Parameter(head.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+    emb = backbone.embed_tokens.weight
+    emb.copy_((emb.double() @ q.T).to(emb.dtype))
+    for layer in backbone.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        for norm, readers in ((layer.input_layernorm, (attn.q_proj, attn.k_proj, attn.v_proj)),
+                              (layer.post_attention_layernorm, (mlp.gate_proj, mlp.up_proj))):
+            for linear in readers:
+                read(linear, norm.weight)
+            norm.weight.fill_(1.0)
+        write(attn.o_proj)
+        write(mlp.down_proj)
+    read(head, backbone.norm.weight)
+    backbone.norm.weight.fill_(1.0)
+
+
+def apply_rotation(model: nn.Module, rotation: str, seed: int = 0) -> None:
     """Fold the recipe's exact transforms into the weights (idempotent): ``online`` puts a Hadamard H on
-    the down_proj input at run time and replaces W by W H^T, so the ANN function is unchanged."""
+    the down_proj input at run time and replaces W by W H^T; ``full`` also rotates the residual stream
+    (norms folded); the ANN function is unchanged either way."""
     from .hadamard import fast_hadamard, has_hadamard
 
     done = getattr(model, "spiking_rotation", "none")
@@ -63,7 +115,9 @@ def apply_rotation(model: nn.Module, rotation: str) -> None:
         return
     if done != "none":
         raise ValueError(f"model already carries rotation {done!r}; load a fresh base model for {rotation!r}")
-    if rotation == "online":
+    if rotation == "full":
+        _rotate_residual(model, seed)
+    if rotation in ("online", "full"):
         for layer in model.model.layers:
             mlp = layer.mlp
             n = mlp.down_proj.in_features
