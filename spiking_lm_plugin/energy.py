@@ -127,7 +127,8 @@ class EnergyMeter:
 
 # ---------------------------------------------------------------------- counting rules
 def nnz(t: torch.Tensor) -> torch.Tensor:
-    return torch.count_nonzero(t).to(torch.float64)
+    """Spike count of signed frames: sum of magnitudes (= nonzeros for binary spikes)."""
+    return t.abs().sum(dtype=torch.float64)
 
 
 def count_linear(meter: EnergyMeter, kind: str, events, tokens: int, in_features: int, out_features: int,
@@ -145,57 +146,83 @@ def count_linear(meter: EnergyMeter, kind: str, events, tokens: int, in_features
 
 
 def count_elementwise_product(meter: EnergyMeter, kind: str, a_frames, b_frames, numel: int,
-                              timesteps: int | None) -> None:
-    """SiLU(gate) * up: n_A = n_B = 1."""
+                              timesteps: int | None, a_events=None, b_events=None) -> None:
+    """SiLU(gate) * up: n_A = n_B = 1, AC = nnz(A_t) + nnz(B_t) + nnz(A_t and B_t) summed over t.
+    ``*_events``: the operands' spike counts when the caller already has them (saves two passes)."""
     if timesteps is None:
         meter.add(kind, mac=numel, rw_bits=32 * 3 * numel)
         return
-    a, b = a_frames != 0, b_frames != 0
-    ac = nnz(a) + nnz(b) + nnz(a & b)
-    meter.add(kind, mac=2 * timesteps * numel, ac=ac, rw_bits=float(nnz(a) + nnz(b)) + 32 * numel,
+    na = nnz(a_frames) if a_events is None else float(a_events)
+    nb = nnz(b_frames) if b_events is None else float(b_events)
+    both = torch.mul(a_frames, b_frames).abs_().sum(dtype=torch.float64)
+    meter.add(kind, mac=2 * timesteps * numel, ac=na + nb + both, rw_bits=float(na + nb) + 32 * numel,
               ann_mac=numel, ann_rw_bits=32 * 3 * numel)
 
 
-def _pairs(allowed: torch.Tensor, heads: int) -> torch.Tensor:
-    """Allowed (query, key) pairs as float [B, H, L, S]."""
-    return allowed.to(torch.float32).expand(allowed.shape[0], heads, *allowed.shape[-2:])
+def _allowed_counts(allowed: torch.Tensor, heads: int) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """(pairs over all heads, keys per query [B, 1|H, L], queries per key [B, 1|H, S]) of a bool mask."""
+    a = allowed.to(torch.float32)
+    per_head = heads if allowed.shape[1] == 1 else 1
+    return float(a.sum(dtype=torch.float64)) * per_head, a.sum(-1), a.sum(-2)
+
+
+def _grouped(frames: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """[T, B, H, ...] -> [T, B, Hkv, G, ...]: query heads grouped by the key/value head they read."""
+    t, b, h = frames.shape[:3]
+    return frames.reshape(t, b, kv_heads, h // kv_heads, *frames.shape[3:])
 
 
 def count_scores(meter: EnergyMeter, kind: str, q_frames, k_frames, allowed: torch.Tensor, heads: int,
                  head_dim: int, timesteps: int | None) -> None:
-    """Q K^T over the allowed (query, key) pairs; frames [T, B, H, L, D] / [T, B, H, S, D] (K already
-    repeated to the query heads, so a key spike's fan-out covers every head that reads it);
-    ``allowed`` [B, 1|H, L, S] bool."""
-    pairs = _pairs(allowed, heads)
-    n_out = float(pairs.sum(dtype=torch.float64))
+    """Q K^T over the allowed (query, key) pairs. Frames: Q [T, B, H, L, D], K [T, B, Hkv, S, D] (not
+    repeated: a key spike fans out to every query head of its group); ``allowed`` [B, 1|H, L, S] bool.
+    AC = sum_t nnz(Q_t) n_K + nnz(K_t) n_Q + sum over allowed pairs of |Q_t| . |K_t|."""
+    n_out, keys_per_query, queries_per_key = _allowed_counts(allowed, heads)
     if timesteps is None:
         meter.add(kind, mac=n_out * head_dim, rw_bits=32 * 3 * n_out)
         return
-    qa, ka = (q_frames != 0), (k_frames != 0)
-    term_q = (qa.sum(-1, dtype=torch.float32) * pairs.sum(-1)).sum(dtype=torch.float64)
-    term_k = (ka.sum(-1, dtype=torch.float32) * pairs.sum(-2)).sum(dtype=torch.float64)
-    both = torch.matmul(qa.to(torch.float32), ka.to(torch.float32).transpose(-1, -2))
-    term_both = (both * pairs).sum(dtype=torch.float64)
+    qa, ka = q_frames.abs().to(torch.float32), k_frames.abs().to(torch.float32)
+    kv_heads = ka.shape[2]
+    groups = heads // kv_heads
+    q_rows = qa.sum(-1)                                            # [T, B, H, L]
+    k_rows = ka.sum(-1)                                            # [T, B, Hkv, S]
+    term_q = (q_rows * keys_per_query).sum(dtype=torch.float64)
+    qpk = queries_per_key if allowed.shape[1] == 1 else _grouped(queries_per_key[None], kv_heads)[0].sum(2)
+    term_k = (k_rows * qpk * (groups if allowed.shape[1] == 1 else 1)).sum(dtype=torch.float64)
+    q_group = _grouped(qa, kv_heads).sum(3)                        # [T, B, Hkv, L, D]
+    both = torch.matmul(q_group, ka.transpose(-1, -2))             # [T, B, Hkv, L, S]
+    mask = allowed.to(torch.float32) if allowed.shape[1] == 1 else None
+    if mask is None:   # a per-head mask: fall back to the ungrouped product
+        both = torch.matmul(qa, ka.repeat_interleave(groups, dim=2).transpose(-1, -2))
+        mask = allowed.to(torch.float32)
+    term_both = (both * mask).sum(dtype=torch.float64)
     meter.add(kind, mac=2 * timesteps * n_out, ac=term_q + term_k + term_both,
-              rw_bits=float(nnz(qa) + nnz(ka)) + 32 * n_out, ann_mac=n_out * head_dim, ann_rw_bits=32 * 3 * n_out)
+              rw_bits=float(qa.sum(dtype=torch.float64) + ka.sum(dtype=torch.float64)) + 32 * n_out,
+              ann_mac=n_out * head_dim, ann_rw_bits=32 * 3 * n_out)
 
 
 def count_attn_values(meter: EnergyMeter, kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int,
                       head_dim: int, timesteps: int | None) -> None:
-    """P V; P frames [T, B, H, L, S] (zero where masked), V frames [T, B, H, S, D]."""
-    pairs = _pairs(allowed, heads)
-    n_out = float(pairs.shape[0] * heads * pairs.shape[2] * head_dim)
-    n_pairs = float(pairs.sum(dtype=torch.float64))
+    """P V. Frames: P [T, B, H, L, S] (zero where masked), V [T, B, Hkv, S, D] (not repeated).
+    AC = sum_t nnz(P_t) D + nnz(V_t[s]) (queries reading s) + sum_{l,s} |P_t[l,s]| nnz(V_t[s])."""
+    n_pairs, _, queries_per_key = _allowed_counts(allowed, heads)
     if timesteps is None:
         meter.add(kind, mac=n_pairs * head_dim, rw_bits=32 * 3 * n_pairs)
         return
-    pa, va = (p_frames != 0), (v_frames != 0)
-    v_rows = va.sum(-1, dtype=torch.float32)              # [T, B, H, S]
-    term_p = nnz(pa) * head_dim
-    term_v = (v_rows * pairs.sum(-2)).sum(dtype=torch.float64)
-    term_both = (pa.to(torch.float32) * v_rows.unsqueeze(-2)).sum(dtype=torch.float64)
-    meter.add(kind, mac=2 * timesteps * n_out, ac=term_p + term_v + term_both,
-              rw_bits=float(nnz(pa) + nnz(va)) + 32 * n_out)
+    pa = p_frames.to(torch.float32)       # softmax outputs are >= 0: their frames are the magnitudes
+    va = v_frames.abs().to(torch.float32)
+    kv_heads = va.shape[2]
+    groups = heads // kv_heads
+    n_out = float(pa.shape[1] * heads * pa.shape[3] * head_dim)
+    v_rows = va.sum(-1)                                            # [T, B, Hkv, S]
+    qpk = queries_per_key if allowed.shape[1] == 1 else _grouped(queries_per_key[None], kv_heads)[0].sum(2)
+    term_v = (v_rows * qpk * (groups if allowed.shape[1] == 1 else 1)).sum(dtype=torch.float64)
+    p_per_key = _grouped(pa, kv_heads).sum(dim=(3, 4))                       # [T, B, Hkv, S]
+    term_both = (p_per_key * v_rows).sum(dtype=torch.float64)
+    nnz_p = float(p_per_key.sum(dtype=torch.float64))
+    meter.add(kind, mac=2 * timesteps * n_out, ac=nnz_p * head_dim + term_v + term_both,
+              rw_bits=nnz_p + float(va.sum(dtype=torch.float64)) + 32 * n_out, ann_mac=n_pairs * head_dim,
+              ann_rw_bits=32 * 3 * n_pairs)
 
 
 def count_nonlinear(meter: EnergyMeter, kind: str, op: str, numel: int) -> None:

@@ -68,3 +68,32 @@ def test_read_write_model_adds_energy():
     runtime.meter = rw = EnergyMeter(EnergyConstants(read_write=True))
     head(torch.tensor([[[0.75, 0.25, 0.0, -0.5]]]))
     assert rw.energy_j() > plain.energy_j() and rw.summary()["read_write"]
+
+
+def test_grouped_attention_counts_match_brute_force():
+    """GQA: 4 query heads read 2 key/value heads; counts equal an explicit sum over every (t, h, l, s, d)."""
+    gen = torch.Generator().manual_seed(0)
+    T, B, H, Hkv, L, D = 3, 1, 4, 2, 5, 3
+    q = (torch.rand(T, B, H, L, D, generator=gen) < 0.4).float()
+    k = (torch.rand(T, B, Hkv, L, D, generator=gen) < 0.4).float()
+    v = (torch.rand(T, B, Hkv, L, D, generator=gen) < 0.4).float()
+    allowed = torch.tril(torch.ones(L, L, dtype=torch.bool)).view(1, 1, L, L)
+    p = (torch.rand(T, B, H, L, L, generator=gen) < 0.5).float() * allowed
+    kv = lambda h: h // (H // Hkv)  # noqa: E731
+    qk_ac = pv_ac = 0.0
+    for t in range(T):
+        for h in range(H):
+            for l in range(L):
+                for s in range(L):
+                    if not allowed[0, 0, l, s]:
+                        continue
+                    for d in range(D):
+                        qk_ac += q[t, 0, h, l, d] + k[t, 0, kv(h), s, d] + q[t, 0, h, l, d] * k[t, 0, kv(h), s, d]
+                        pv_ac += p[t, 0, h, l, s] + v[t, 0, kv(h), s, d] + p[t, 0, h, l, s] * v[t, 0, kv(h), s, d]
+    meter = EnergyMeter()
+    energy.count_scores(meter, "qk", q, k, allowed, heads=H, head_dim=D, timesteps=T)
+    energy.count_attn_values(meter, "pv", p, v, allowed, heads=H, head_dim=D, timesteps=T)
+    assert meter.by_kind["qk"][1] == pytest.approx(float(qk_ac))
+    assert meter.by_kind["pv"][1] == pytest.approx(float(pv_ac))
+    pairs = int(allowed.sum()) * H
+    assert meter.ann_mac == 2 * pairs * D

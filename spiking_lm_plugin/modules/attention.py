@@ -73,8 +73,10 @@ class SpikingAttention(SpikingBlock):
             k, v = past_key_values.update(k, v, self.layer_idx)
         k_len = k.shape[-2]
         qs = self._site("q", q, need)
-        ks = self._site("k", k, need).map(lambda t: repeat_kv(t, self.num_key_value_groups))
-        vs = self._site("v", v, need).map(lambda t: repeat_kv(t, self.num_key_value_groups))
+        ks, vs = self._site("k", k, need), self._site("v", v, need)
+        repeat = lambda t: repeat_kv(t, self.num_key_value_groups)  # noqa: E731
+        # values always go to every query head; frames only where the time-stepped products need them
+        ks_rep, vs_rep = (ks.map(repeat), vs.map(repeat)) if timestep else (ks.map_value(repeat), vs.map_value(repeat))
 
         allowed = allowed_pairs(attention_mask, q_len, k_len, hidden_states.device)
         if attention_mask is None or attention_mask.dtype == torch.bool:
@@ -89,14 +91,14 @@ class SpikingAttention(SpikingBlock):
                                 None if qs.analog else qs.d.numel())
             energy.count_nonlinear(meter, "softmax", "softmax", bsz * self.num_heads * q_len * k_len)
         if timestep and not qs.analog:
-            probs = nonlinearity_steps(softmax, product_steps(qs, ks, qk)).sum(0).to(q.dtype)
+            probs = nonlinearity_steps(softmax, product_steps(qs, ks_rep, qk)).sum(0).to(q.dtype)
         else:
-            probs = softmax(product(qs, ks, qk, timestep=False))
-        ps = self._site("softmax", probs.unsqueeze(-1), need).map(lambda t: t.squeeze(-1))
+            probs = softmax(product(qs, ks_rep, qk, timestep=False))
+        ps = self._site("softmax", probs.unsqueeze(-1), need).squeeze_last()
         if meter is not None:
             energy.count_attn_values(meter, "pv", ps.frames, vs.frames, allowed, self.num_heads, self.head_dim,
                                      None if ps.analog else ps.d.numel())
-        out = product(ps, vs, torch.matmul, timestep)
+        out = product(ps, vs_rep, torch.matmul, timestep)
         out = out.transpose(1, 2).reshape(bsz, q_len, -1).contiguous()
         o = self._site("o_in", out, need_frames=False)
         return self._linear(self.o_proj, o, "o_proj", tokens), None

@@ -54,7 +54,7 @@ class SpikingMLP(SpikingBlock):
         if meter is not None:
             energy.count_nonlinear(meter, "silu", "silu", act.numel())
             energy.count_elementwise_product(meter, "gate_product", a.frames, b.frames, act.numel(),
-                                             None if a.analog else a.d.numel())
+                                             None if a.analog else a.d.numel(), a.events, b.events)
         prod = product(a, b, torch.mul, timestep)
         if self.online_hadamard:
             prod = fast_hadamard(prod)

@@ -33,6 +33,15 @@ class Spikes:
         shape = (-1,) + (1,) * (self.frames.ndim - 1)
         return self.frames * self.d.view(shape) * self.tau
 
+    def squeeze_last(self) -> "Spikes":
+        """Drop a trailing channel dim of size 1 (the softmax map is one channel), as views."""
+        frames = None if self.frames is None else self.frames.squeeze(-1)
+        return Spikes(self.value.squeeze(-1), frames, self.d, self.tau, self.events)
+
+    def map_value(self, fn) -> "Spikes":
+        """Re-index the value only (the frames keep their own layout for counting)."""
+        return Spikes(fn(self.value), None, self.d, self.tau, self.events)
+
     def map(self, fn) -> "Spikes":
         """Apply a pure re-indexing (view, transpose, repeat) to value and frames alike."""
         frames = None if self.frames is None else torch.stack([fn(f) for f in self.frames])

@@ -68,12 +68,12 @@ def phase_code(
     max_spikes: int | None = None,
     surrogate: StepSpikes | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form SN(u) = sum_t d_t s_t and the number of spike events per element."""
+    """Closed-form SN(u) = sum_t d_t s_t and the spike count per element (sum of spike magnitudes)."""
     out = torch.zeros_like(u)
     events = torch.zeros_like(u)
     for t, s in enumerate(spike_steps(u, theta, h, v0, levels=levels, max_spikes=max_spikes, surrogate=surrogate)):
         out = out + d[t] * s
-        events = events + (s != 0).to(u.dtype) if surrogate is None else events
+        events = events + s.detach()
     return out, events
 
 

@@ -18,7 +18,8 @@ from .dynamics import fire
 
 def _site_code(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
                v0: torch.Tensor, levels: int, max_spikes: int):
-    """(sign(x) tau SN(|x|/tau), number of spikes) for a site; ``max_spikes <= 0`` means no budget."""
+    """(sign(x) tau SN(|x|/tau), spike count) for a site; ``max_spikes <= 0`` means no budget. An integer
+    spike of magnitude k counts k (k accumulations downstream), a binary spike 1."""
     xf = x if x.dtype == torch.float64 else x.float()
     u = xf.abs() / tau
     v = u + v0
@@ -28,7 +29,7 @@ def _site_code(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch
     for t in range(theta.shape[0]):
         s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
         code = code + d[t] * s
-        events = events + (s != 0).to(u.dtype)
+        events = events + s          # spike magnitude: 1 per binary spike, k for an integer spike of k
     return (torch.sign(xf) * tau * code).to(x.dtype), events.sum()
 
 
@@ -47,7 +48,7 @@ def _site_frames(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: tor
         code = code + d[t] * s
         frames.append(s * sign)
     stacked = torch.stack(frames)
-    return (sign * tau * code).to(x.dtype), stacked.to(x.dtype), torch.count_nonzero(stacked)
+    return (sign * tau * code).to(x.dtype), stacked.to(x.dtype), stacked.abs().sum()
 
 
 _compiled: dict[str, object] = {}
