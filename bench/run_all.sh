@@ -12,3 +12,4 @@ $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
 $PY bench/quality.py --timesteps 6 8 --eval-tokens 4096
 $PY bench/scale.py
 .venv/bin/python bench/perplexity.py --timesteps 6 8 --rotations none online full
+.venv/bin/python bench/render.py

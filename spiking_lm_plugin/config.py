@@ -28,7 +28,7 @@ class SpikingConfig:
     neuron: str = "multi-grain"
     allocation: Any = None
     tau: str = "channel"
-    rotation: str = "none"
+    rotation: str = "online"
     sites: tuple[str, ...] = ALL_SITE_TYPES
     calibration_text: str = "enwiki-excerpt"
     calibration_tokens: int = 16384
