@@ -18,7 +18,7 @@ class NeuronFitModule(pl.LightningModule):
     def __init__(self, timesteps: int = 8, grains: int = 2, neuron: str = "multi-grain",
                  allocation: list[int] | str | None = None, rounds: int = 4, threshold_steps: int = 40,
                  base_steps: int = 20, lr_threshold: float = 0.02, lr_base: float = 0.01,
-                 surrogate_beta: float = 40.0, relative: bool = True, joint: bool = False,
+                 surrogate_beta: float = 5.0, relative: bool = True, bias_weight: float = 0.0, joint: bool = False,
                  search_steps: int = 60, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -27,7 +27,7 @@ class NeuronFitModule(pl.LightningModule):
         self.spec = NeuronSpec.preset(neuron, timesteps, grains, **overrides)
         self.fit_config = FitConfig(rounds=rounds, threshold_steps=threshold_steps, base_steps=base_steps,
                                     lr_threshold=lr_threshold, lr_base=lr_base, surrogate_beta=surrogate_beta,
-                                    relative=relative, joint=joint, seed=seed)
+                                    relative=relative, bias_weight=bias_weight, joint=joint, seed=seed)
         self.bank: NeuronBank | None = None
         self.fitter: AlternatingFitter | None = None
         self.register_buffer("fit_step", torch.zeros((), dtype=torch.long))

@@ -24,9 +24,10 @@ class FitConfig:
     base_steps: int = 20
     lr_threshold: float = 0.02
     lr_base: float = 0.01
-    surrogate_beta: float = 40.0
+    surrogate_beta: float = 5.0     # in units of each step's weight d_t (NeuronBank.surrogate_unit)
     batch_samples: int = 4096
     relative: bool = True
+    bias_weight: float = 0.0
     joint: bool = False
     seed: int = 0
 
@@ -53,9 +54,9 @@ def check_samples(samples: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def evaluate(bank: NeuronBank, samples: torch.Tensor, relative: bool = True) -> torch.Tensor:
+def evaluate(bank: NeuronBank, samples: torch.Tensor, relative: bool = True, bias_weight: float = 0.0) -> torch.Tensor:
     """Per-site objective with the exact step function."""
-    return site_mse(bank(samples), samples, site_scale(samples, relative))
+    return site_mse(bank(samples), samples, site_scale(samples, relative), bias_weight)
 
 
 class AlternatingFitter:
@@ -72,7 +73,7 @@ class AlternatingFitter:
         self.opt_threshold = torch.optim.Adam([bank.theta_rel, bank.h_rel], lr=config.lr_threshold)
         self.opt_base = torch.optim.Adam([bank.bases], lr=config.lr_base)
         self.best = bank.export()
-        self.best_loss = evaluate(bank, samples, config.relative)
+        self.best_loss = evaluate(bank, samples, config.relative, config.bias_weight)
 
     @property
     def steps_per_round(self) -> int:
@@ -98,7 +99,7 @@ class AlternatingFitter:
     def loss(self, phase: str, batch: torch.Tensor) -> torch.Tensor:
         surrogate = None if phase == "base" else self.surrogate
         approx = self.bank(batch, surrogate=surrogate)
-        return site_mse(approx, batch, site_scale(batch, self.config.relative)).sum()
+        return site_mse(approx, batch, site_scale(batch, self.config.relative), self.config.bias_weight).sum()
 
     def step(self, step: int) -> tuple[str, float]:
         phase = self.phase_at(step)
@@ -119,7 +120,7 @@ class AlternatingFitter:
     @torch.no_grad()
     def end_round(self) -> float:
         """Evaluate on all samples and keep each site's best parameters by copy."""
-        loss = evaluate(self.bank, self.samples, self.config.relative)
+        loss = evaluate(self.bank, self.samples, self.config.relative, self.config.bias_weight)
         better = loss < self.best_loss
         if better.any():
             current = self.bank.export()

@@ -5,9 +5,15 @@ from __future__ import annotations
 import torch
 
 
-def site_mse(approx: torch.Tensor, target: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-site error [sites] of [sites, N] tensors; ``scale`` divides it (e.g. the site's E[x^2])."""
-    err = (approx - target).pow(2).mean(dim=1)
+def site_mse(approx: torch.Tensor, target: torch.Tensor, scale: torch.Tensor | None = None,
+             bias_weight: float = 0.0) -> torch.Tensor:
+    """Per-site error [sites] of [sites, N] tensors: mean (SN(x) - x)^2 + bias_weight * (mean (SN(x) - x))^2;
+    ``scale`` divides it (e.g. the site's E[x^2]). The bias term matters because a systematic error
+    (all-positive sites: softmax, SiLU) adds up coherently downstream while random errors average out."""
+    diff = approx - target
+    err = diff.pow(2).mean(dim=1)
+    if bias_weight:
+        err = err + bias_weight * diff.mean(dim=1).pow(2)
     return err if scale is None else err / scale
 
 

@@ -27,10 +27,15 @@ def _heaviside(z: torch.Tensor) -> torch.Tensor:
 
 
 def fire(v: torch.Tensor, theta_t, h_t, fired: torch.Tensor | None, levels: int, max_spikes: int | None,
-         step: StepSpikes = _heaviside) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One time step (eq. 2-3): the spike s_t, the reset membrane v_{t+1} and the running spike count."""
-    z = v - theta_t
-    s = step(z) if levels == 2 else torch.clamp(torch.floor(z / h_t) + 1, 0, levels - 1)
+         step: StepSpikes = _heaviside, scale_t=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One time step (eq. 2-3): the spike s_t, the reset membrane v_{t+1} and the running spike count.
+    ``scale_t`` (> 0) only rescales what a surrogate sees; the forward step is unchanged."""
+    z = v - theta_t if scale_t is None else (v - theta_t) / scale_t
+    if levels == 2:
+        s = step(z)
+    else:
+        z = v - theta_t
+        s = torch.clamp(torch.floor(z / h_t) + 1, 0, levels - 1)
     if max_spikes:
         fired = torch.zeros_like(v) if fired is None else fired
         s = s * (fired < max_spikes).to(s.dtype)
@@ -47,13 +52,16 @@ def spike_steps(
     levels: int = 2,
     max_spikes: int | None = None,
     surrogate: StepSpikes | None = None,
+    surrogate_scale: Sequence[torch.Tensor] | None = None,
 ):
-    """Yield the spike magnitude s_t (>= 0) of each step for normalized input ``u`` (eq. 1-3)."""
+    """Yield the spike magnitude s_t (>= 0) of each step for normalized input ``u`` (eq. 1-3).
+    ``surrogate_scale[t]``: the width unit of step t's surrogate (e.g. its weight d_t)."""
     step = surrogate if surrogate is not None else _heaviside
     v = u + v0
     fired = None
     for t in range(len(theta)):
-        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes, step)
+        scale = surrogate_scale[t] if surrogate is not None and surrogate_scale is not None else None
+        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes, step, scale)
         yield s
 
 
@@ -67,11 +75,13 @@ def phase_code(
     levels: int = 2,
     max_spikes: int | None = None,
     surrogate: StepSpikes | None = None,
+    surrogate_scale: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-form SN(u) = sum_t d_t s_t and the spike count per element (sum of spike magnitudes)."""
     out = torch.zeros_like(u)
     events = torch.zeros_like(u)
-    for t, s in enumerate(spike_steps(u, theta, h, v0, levels=levels, max_spikes=max_spikes, surrogate=surrogate)):
+    for t, s in enumerate(spike_steps(u, theta, h, v0, levels=levels, max_spikes=max_spikes, surrogate=surrogate,
+                                      surrogate_scale=surrogate_scale)):
         out = out + d[t] * s
         events = events + s.detach()
     return out, events
