@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Regenerate every table of docs/BENCHMARKS.md (CPU; about 30-40 minutes on 2 cores).
+# Regenerate every table of docs/BENCHMARKS.md (CPU; about 40 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export PYTHONPATH=bench
+$PY bench/quality.py --timesteps 6 8 --eval-tokens 4096
+$PY bench/perplexity.py --timesteps 6 8 --rotations online
 $PY bench/fit_throughput.py
 $PY bench/speed.py
 $PY bench/energy.py
-.venv/bin/spiking-lm convert --model smollm2-135m -T 8 --rotation online --out bench/results/ckpt-t8 --quiet
+.venv/bin/spiking-lm convert --model smollm2-135m -T 8 --out bench/results/ckpt-t8 --quiet
 $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
-$PY bench/quality.py --timesteps 6 8 --eval-tokens 4096
 $PY bench/scale.py
-.venv/bin/python bench/perplexity.py --timesteps 6 8 --rotations none online full
-.venv/bin/python bench/render.py
+$PY bench/render.py

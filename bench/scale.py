@@ -15,10 +15,10 @@ import spiking_lm_plugin as slm
 
 from _common import write
 
-SIZES = {  # hidden, intermediate, layers, heads
-    "1M": (64, 172, 2, 4),
-    "10M": (256, 688, 4, 4),
-    "50M": (512, 1376, 8, 8),
+SIZES = {  # hidden, intermediate (sizes with a Hadamard construction: the default recipe rotates), layers, heads
+    "1M": (64, 192, 2, 4),
+    "10M": (256, 768, 4, 4),
+    "50M": (512, 1536, 8, 8),
     "150M": (768, 2048, 12, 12),
 }
 
