@@ -33,7 +33,7 @@ def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
     assert "rel. MSE" in proc.stderr + proc.stdout and "q" in proc.stderr + proc.stdout
     meta = json.loads((out / "spiking_config.json").read_text())
     assert meta["config"]["timesteps"] == 6 and meta["neuron"]["allocation"] == [2, 2, 2]
-    assert meta["fit"]["save_s"] >= 0 and meta["fit"]["load_s"] > 0
+    assert meta["fit"]["load_s"] > 0 and meta["fit"]["calibrate_s"] > 0 and meta["fit"]["fit_s"] > 0
     info = run(BIN / "spiking-lm", "info", out)
     assert info.returncode == 0 and json.loads(info.stdout)["sites"] == 21
 
