@@ -12,11 +12,13 @@ SECTIONS = [
      "tokens; perplexity over held-out enwiki-excerpt windows of 512 tokens (`vs ANN` is the relative "
      "increase). The paper's rows are LLaMA-2-7B / LLaMA-3-8B on WikiText2 (ANN 5.47 / 6.14): T=8 grain 2 "
      "6.71 (+23%) / 6.32 (+3%); T=6 grain 2 - / 8.04 (+31%); T=6 grain 3 10.79 (+97%) on LLaMA-2-7B. "
-     "Different models and text: compare the relative increases, not the perplexities."),
+     "Different models and text: compare the relative increases, not the perplexities. The `fit s` column "
+     "of this run is not a speed measurement (the machine was shared with a test run); see the fitting "
+     "throughput table."),
     ("quality_tau_surrogate", "The same grid with the surrogate width in units of tau (superseded)",
      "Why the surrogate is now scaled per step: with one width for all steps, T = 8 fits had 2x the sample "
      "error of the per-step surrogate and +25% perplexity (T = 8 came out worse than T = 6). Kept for the "
-     "record; the tied row's good T = 8 number is an accident of that blur."),
+     "record; we have no explanation yet for that run's good tied row at T = 8."),
     ("perplexity", "Perplexity on >= 20k held-out tokens, default recipe, by rotation",
      "The issue-3/4 measurement: ANN vs spiking on 20,480 tokens disjoint from calibration."),
     ("energy", "Energy per 512-token sample (paper Tables 3/13/14/16 layout)",
