@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-import spiking_lm_plugin as slm
 from spiking_lm_plugin.assets import text_documents
 from spiking_lm_plugin.calibration import token_windows
 from spiking_lm_plugin.loading import load_base_model

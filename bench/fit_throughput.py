@@ -5,7 +5,6 @@ and the mean relative MSE of binary vs multi-grain on real SmolLM2 activations.
 
 from __future__ import annotations
 
-import torch
 
 import spiking_lm_plugin as slm
 from spiking_lm_plugin.conversion import calibrate

