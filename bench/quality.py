@@ -17,6 +17,7 @@ from _common import eval_windows, load, perplexity, timed, write
 
 METHODS = [  # (row label, neuron preset, grains, extra config)
     ("binary / LAS", "binary", 1, {}),
+    ("LAS outlier-aware (oat)", "oat", 2, {}),
     ("two-spike (SpikedAttention)", "two-spike", 1, {}),
     ("single grain", "single-grain", 1, {}),
     ("multi-grain 2", "multi-grain", 2, {}),

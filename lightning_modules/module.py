@@ -25,6 +25,9 @@ class NeuronFitModule(pl.LightningModule):
         self.automatic_optimization = False
         overrides = {"allocation": tuple(allocation)} if isinstance(allocation, (list, tuple)) else {}
         self.spec = NeuronSpec.preset(neuron, timesteps, grains, **overrides)
+        if self.spec.kind == "oat":
+            raise ValueError("the oat neuron is grid-searched per site, not trained: use "
+                             "`spiking-lm convert --neuron oat` (or SpikingConfig(neuron='oat'))")
         self.fit_config = FitConfig(rounds=rounds, threshold_steps=threshold_steps, base_steps=base_steps,
                                     lr_threshold=lr_threshold, lr_base=lr_base, surrogate_beta=surrogate_beta,
                                     relative=relative, bias_weight=bias_weight, joint=joint, seed=seed)

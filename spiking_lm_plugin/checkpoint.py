@@ -52,6 +52,7 @@ def write_checkpoint(directory: str | os.PathLike, state: SpikingState, architec
         "neuron": state.spec.to_dict(),
         "sites": state.site_names,
         "fit": state.fit,
+        "prefix": {"tokens": list(state.prefix), "bos_token_id": state.bos_token_id},
     }
     tensors = {f"neurons.{k}": v.contiguous().cpu() for k, v in state.neurons.items()}
     tensors.update({f"tau.{name}": tau.contiguous().cpu() for name, tau in state.taus.items()})
@@ -126,8 +127,14 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
     if neurons["d"].shape[0] != len(stored):
         raise CheckpointError(f"{directory / TENSORS_FILE} has {neurons['d'].shape[0]} neurons "
                               f"for {len(stored)} sites")
+    prefix = meta.get("prefix", {})
+    tokens = prefix.get("tokens", [])
+    vocab = model.get_input_embeddings().num_embeddings
+    if any(not isinstance(t, int) or not 0 <= t < vocab for t in tokens):
+        raise CheckpointError(f"checkpoint {directory}: prefix tokens {tokens} are not ids of this model's "
+                              f"vocabulary ({vocab} tokens)")
     state = SpikingState(config, NeuronSpec.from_dict(meta["neuron"]), stored, neurons, taus,
-                         base["name"], base["fingerprint"], meta.get("fit", {}))
+                         base["name"], base["fingerprint"], meta.get("fit", {}), tokens, prefix.get("bos_token_id"))
     try:
         apply_neurons(model, state)
     except ValueError as exc:

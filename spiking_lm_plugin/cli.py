@@ -19,6 +19,15 @@ def _parse_allocation(text: str | None):
     return tuple(int(x) for x in text.split(","))
 
 
+def _parse_prefix(text: str):
+    if text in ("auto", "none"):
+        return text
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--prefix must be 'auto', 'none' or comma-separated token ids, got {text!r}") from None
+
+
 def _summary_table(state, title: str):
     from rich.table import Table
 
@@ -42,6 +51,7 @@ def _summary_table(state, title: str):
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from . import FitConfig, SpikingConfig, convert, save
+    from .layerwise import LayerwiseConfig
     from .loading import load_base_model
     from .progress import console
 
@@ -52,6 +62,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         sequence_length=args.sequence_length, batch_size=args.batch_size, samples_per_site=args.samples_per_site,
         fit=FitConfig(rounds=args.rounds, threshold_steps=args.threshold_steps, base_steps=args.base_steps,
                       joint=args.joint, seed=args.seed),
+        prefix=_parse_prefix(args.prefix), prefix_eta=args.prefix_eta,
+        layerwise=LayerwiseConfig(windows=args.layerwise_windows) if args.layerwise else None,
         seed=args.seed,
     )
     out = Path(args.out)
@@ -64,8 +76,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     save(model, out)
     save_s = time.perf_counter() - t1
     console.print(_summary_table(state, f"spiking-lm convert {args.model} T={args.timesteps} -> {out}"))
+    layerwise = state.fit.get("layerwise", {}).get("seconds")
     console.print(f"load {load_s:.1f}s, calibrate {state.fit['calibrate_s']:.1f}s, fit {state.fit['fit_s']:.1f}s, "
-                  f"save {save_s:.2f}s")
+                  + (f"layer-wise {layerwise:.1f}s, " if layerwise is not None else "") + f"save {save_s:.2f}s")
+    if state.prefix:
+        console.print(f"prefix tokens {state.prefix} (their KV is computed once and every input runs after it)")
     print(out)
     return 0
 
@@ -132,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rotation", default="online", choices=["none", "online", "full"],
                    help="online: exact Hadamard transform of the down_proj input, folded into its weight; "
                         "full: also rotate the residual stream (RMSNorm weights folded)")
+    c.add_argument("--prefix", default="auto",
+                   help="prefixed outlier tokens (PrefixQuant): 'auto' (chosen on calibration data), 'none', or "
+                        "comma-separated token ids")
+    c.add_argument("--prefix-eta", type=float, default=64.0,
+                   help="outlier token: max|x| at a down_proj input above eta x the median")
+    c.add_argument("--layerwise", action="store_true",
+                   help="after the per-site fit, tune each block's tau and threshold offsets against the ANN "
+                        "block's output (slower)")
+    c.add_argument("--layerwise-windows", type=int, default=2,
+                   help="calibration windows the blocks are tuned on (with --layerwise)")
     c.add_argument("--sites", default=None, help=f"comma list of site types (default all: {','.join(ALL_SITE_TYPES)})")
     c.add_argument("--calibration-text", default="enwiki-excerpt", help="text asset for calibration")
     c.add_argument("--calibration-tokens", type=int, default=16384)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .fitting import FitConfig
+from .layerwise import LayerwiseConfig
 from .neurons import NeuronSpec, PRESETS
 from .neurons.spec import validate_allocation, validate_steps
 from .sites import ALL_SITE_TYPES, validate_site_types
@@ -21,6 +22,11 @@ class SpikingConfig:
     rotation: ``"none"``, ``"online"`` (an exact Hadamard transform of the down_proj input, folded into
     down_proj's weight: the outlier-heavy site is coded in a basis where its outliers are spread out) or
     ``"full"`` (also the residual stream rotated by a Hadamard / seeded orthogonal Q, RMSNorm weights folded).
+    prefix: ``"auto"`` (PrefixQuant: outlier tokens chosen greedily on calibration data, their KV computed
+    once and every input run after them), ``"none"``, or an explicit list of token ids. ``prefix_eta``: a
+    token is an outlier when its max|x| at a down_proj input exceeds eta times the median.
+    layerwise: ``None`` (off) or a :class:`LayerwiseConfig`: after the per-site fit, tune each block's
+    thresholds and offsets against the ANN block's output (optional, slower).
     """
 
     timesteps: int = 8
@@ -29,6 +35,9 @@ class SpikingConfig:
     allocation: Any = None
     tau: str = "channel"
     rotation: str = "online"
+    prefix: Any = "auto"
+    prefix_eta: float = 64.0
+    prefix_max_tokens: int = 4
     sites: tuple[str, ...] = ALL_SITE_TYPES
     calibration_text: str = "enwiki-excerpt"
     calibration_tokens: int = 16384
@@ -37,16 +46,33 @@ class SpikingConfig:
     samples_per_site: int = 16384
     search_steps: int = 60
     fit: FitConfig = field(default_factory=FitConfig)
+    layerwise: LayerwiseConfig | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.fit, dict):
             self.fit = FitConfig(**self.fit)
+        if self.layerwise is True:
+            self.layerwise = LayerwiseConfig()
+        elif isinstance(self.layerwise, dict):
+            self.layerwise = LayerwiseConfig(**self.layerwise)
+        elif self.layerwise is False:
+            self.layerwise = None
+        elif self.layerwise is not None and not isinstance(self.layerwise, LayerwiseConfig):
+            raise ValueError(f"layerwise must be None, True, a dict or a LayerwiseConfig, got {self.layerwise!r}")
         validate_steps(self.timesteps, self.grains)
         if self.neuron not in PRESETS:
             raise ValueError(f"unknown neuron preset {self.neuron!r}; choose one of {sorted(PRESETS)}")
         if self.rotation not in ("none", "online", "full"):
             raise ValueError(f"rotation must be 'none', 'online' or 'full', got {self.rotation!r}")
+        if isinstance(self.prefix, (list, tuple)):
+            if not all(isinstance(t, int) and t >= 0 for t in self.prefix):
+                raise ValueError(f"prefix token ids must be non-negative integers, got {list(self.prefix)}")
+            self.prefix = list(self.prefix)
+        elif self.prefix not in ("auto", "none"):
+            raise ValueError(f"prefix must be 'auto', 'none' or a list of token ids, got {self.prefix!r}")
+        if self.prefix_eta <= 1 or self.prefix_max_tokens < 0:
+            raise ValueError("prefix_eta must be > 1 and prefix_max_tokens >= 0")
         if self.tau not in ("channel", "tensor"):
             raise ValueError(f"tau must be 'channel' or 'tensor', got {self.tau!r}")
         self.sites = validate_site_types(self.sites)

@@ -15,6 +15,7 @@ from .fitting.reservoir import SiteReservoir
 from .model_surgery import apply_rotation, attach, spiking_sites
 from .neurons import NeuronBank, NeuronSpec
 from .neurons.dynamics import phase_code
+from .prefix import install_prefix, select_prefix
 from .progress import progress_bar
 from .sites import PER_CHANNEL_SITE_TYPES, site_type
 
@@ -31,6 +32,8 @@ class SpikingState:
     base_model: str
     fingerprint: str
     fit: dict = field(default_factory=dict)   # timings, losses, allocations
+    prefix: list[int] = field(default_factory=list)   # the prefixed outlier tokens (resolved from the config)
+    bos_token_id: int | None = None
 
 
 def selected_sites(model: nn.Module, config: SpikingConfig) -> list[str]:
@@ -65,6 +68,9 @@ def apply_neurons(model: nn.Module, state: SpikingState) -> None:
     for i, name in enumerate(state.site_names):
         sites[name].set_neuron(t["d"][i], t["theta"][i], t["h"][i], t["v0"][i], state.taus[name],
                                levels=state.spec.levels, max_spikes=state.spec.max_spikes)
+    current = getattr(model, "spiking_prefix", None)
+    if (current.tokens if current is not None else []) != list(state.prefix):
+        install_prefix(model, list(state.prefix), state.bos_token_id)
     model.spiking_state = state
 
 
@@ -90,6 +96,11 @@ def fit_sites(samples: torch.Tensor, config: SpikingConfig, show_progress: bool 
                            progress=lambda i, n, phase, loss: advance(1, f"{phase} loss {loss:.3g}"))
 
 
+#: the prefix search looks at this slice of the calibration windows (sinks show within a few hundred tokens)
+PREFIX_SEARCH_WINDOWS = 4
+PREFIX_SEARCH_LENGTH = 128
+
+
 @dataclass
 class Calibration:
     """Normalized samples of every selected site, ready for the batched fit."""
@@ -99,6 +110,10 @@ class Calibration:
     site_names: list[str]
     tokens: int
     seconds: float
+    prefix: list[int] = field(default_factory=list)
+    bos_token_id: int | None = None
+    prefix_search: dict = field(default_factory=dict)
+    windows: torch.Tensor | None = None       # the calibration token windows (layer-wise calibration reuses them)
 
 
 def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokenizer=None,
@@ -121,10 +136,36 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
         calibration = token_windows(tokenizer, calibration, config.calibration_tokens, config.sequence_length)
     if not isinstance(calibration, torch.Tensor) or calibration.ndim != 2:
         raise ValueError("calibration must be token windows [n, L], a list of texts, or None")
+    bos = _bos_token_id(model, tokenizer)
+    prefix, search = resolve_prefix(model, config, calibration, tokenizer, bos)
+    install_prefix(model, prefix, bos)
     reservoirs = record_activations(model, calibration, names, config.samples_per_site, config.batch_size,
                                     config.seed, show_progress)
     samples, taus = normalized_samples(reservoirs, config)
-    return Calibration(samples, taus, names, int(calibration.numel()), time.perf_counter() - t0)
+    return Calibration(samples, taus, names, int(calibration.numel()), time.perf_counter() - t0, prefix, bos,
+                       search, calibration)
+
+
+def _bos_token_id(model: nn.Module, tokenizer) -> int | None:
+    bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+    return bos if bos is not None else getattr(model.config, "bos_token_id", None)
+
+
+def resolve_prefix(model: nn.Module, config: SpikingConfig, windows: torch.Tensor, tokenizer,
+                   bos: int | None) -> tuple[list[int], dict]:
+    """The recipe's prefix tokens: explicit, none, or chosen on (a slice of) the calibration windows."""
+    if isinstance(config.prefix, list):
+        return list(config.prefix), {}
+    if config.prefix == "none" or config.prefix_max_tokens == 0:
+        return [], {}
+    specials = [t for t in (bos, getattr(tokenizer, "eos_token_id", None) if tokenizer is not None
+                            else getattr(model.config, "eos_token_id", None)) if isinstance(t, int)]
+    t0 = time.perf_counter()
+    search = select_prefix(model, windows[:PREFIX_SEARCH_WINDOWS, :PREFIX_SEARCH_LENGTH], config.prefix_eta,
+                           config.prefix_max_tokens, specials, config.batch_size)
+    return search.tokens, {"ratio_before": search.ratio_before, "ratio_after": search.ratio_after,
+                           "outliers_per_sequence": search.outliers_per_sequence,
+                           "seconds": time.perf_counter() - t0}
 
 
 def build_state(config: SpikingConfig, calib: Calibration, result: FitResult, base_model: str, fingerprint: str,
@@ -135,7 +176,7 @@ def build_state(config: SpikingConfig, calib: Calibration, result: FitResult, ba
     binary = NeuronBank(NeuronSpec.preset("binary", config.timesteps), len(calib.site_names))
     return SpikingState(
         config=config, spec=result.bank.spec, site_names=calib.site_names, neurons=result.bank.export(),
-        taus=calib.taus, base_model=base_model, fingerprint=fingerprint,
+        taus=dict(calib.taus), base_model=base_model, fingerprint=fingerprint,
         fit={
             "calibrate_s": calib.seconds,
             "fit_s": fit_seconds,
@@ -146,7 +187,9 @@ def build_state(config: SpikingConfig, calib: Calibration, result: FitResult, ba
             "site_spike_rate": _spike_rate(result.bank, calib.samples).tolist(),
             "round_loss": result.round_loss,
             "allocations": [list(a) for a in result.bank.allocations],
+            "prefix_search": calib.prefix_search,
         },
+        prefix=list(calib.prefix), bos_token_id=calib.bos_token_id,
     )
 
 
@@ -164,8 +207,20 @@ def convert(model: nn.Module, config: SpikingConfig | None = None, calibration=N
     state = build_state(config, calib, result, base_model or str(getattr(model.config, "_name_or_path", "")),
                         model.spiking_fingerprint, time.perf_counter() - t1)
     apply_neurons(model, state)
+    if config.layerwise is not None:
+        tune_layers(model, state, calib.windows, show_progress)
     model.spiking_runtime.set_mode(mode)
     return state
+
+
+def tune_layers(model: nn.Module, state: SpikingState, windows: torch.Tensor, show_progress: bool = True) -> None:
+    """Layer-wise calibration of an installed state (``state.config.layerwise``), recorded in ``state``."""
+    from .layerwise import layerwise_calibrate, sync_state
+
+    result = layerwise_calibrate(model, windows, state.config.layerwise, show_progress)
+    sync_state(model, state)
+    state.fit["layerwise"] = {"seconds": result.seconds, "block_mse_before": result.mse_before,
+                              "block_mse_after": result.mse_after}
 
 
 def set_mode(model: nn.Module, mode: str) -> None:

@@ -170,5 +170,11 @@ def fit_neurons(
 ) -> FitResult:
     """Create a bank for ``samples.shape[0]`` sites and fit it (the one-call entry point)."""
     check_samples(samples)
+    if spec.kind == "oat":
+        from ..neurons.outlier_aware import fit_outlier_aware
+
+        bank = fit_outlier_aware(spec, samples, (config or FitConfig()).relative)
+        loss = evaluate(bank, samples, (config or FitConfig()).relative)
+        return FitResult(bank, loss, loss.clone())
     bank = NeuronBank(spec, samples.shape[0], allocations).to(samples.device)
     return fit_bank(bank, samples, config, progress)

@@ -155,6 +155,16 @@ def integer(timesteps: int, grains: int | None = None, levels: int = 4, **kw: An
                       learn_thresholds=False, learn_bases=False, **kw)
 
 
+def oat(timesteps: int, grains: int | None = None, **kw: Any) -> NeuronSpec:
+    """LAS's outlier-aware threshold neuron: an outlier run then a normal run of binary steps split at a
+    per-site sigma (see :mod:`.outlier_aware`); sigma and the run lengths are grid-searched, not learned."""
+    if timesteps < 2:
+        raise ValueError(f"the oat neuron needs T >= 2 (an outlier run and a normal run), got T={timesteps}")
+    run = max(1, timesteps // 4)
+    kw.setdefault("allocation", (run, timesteps - run))
+    return NeuronSpec("oat", timesteps, learn_thresholds=False, learn_bases=False, **kw)
+
+
 PRESETS = {
     "binary": binary,
     "single-grain": single_grain,
@@ -164,4 +174,5 @@ PRESETS = {
     "rate": rate,
     "ttfs": ttfs,
     "integer": integer,
+    "oat": oat,
 }

@@ -1,0 +1,75 @@
+"""Outlier handling, one feature at a time (issue #4's table): SmolLM2-135M perplexity on held-out
+enwiki-excerpt tokens for T in {6, 8, 10}, starting from a recipe with every feature off (no rotation,
+no prefix, per-tensor tau, no layer-wise calibration), switching on rotation (online Hadamard at
+down_proj), prefixed outlier tokens, per-channel tau and layer-wise calibration one at a time, then all.
+Rows that share a calibration recipe share one calibration pass.
+    python bench/ablation.py [--eval-tokens 20480] [--timesteps 6 8 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import spiking_lm_plugin as slm
+from spiking_lm_plugin.conversion import apply_neurons, build_state, calibrate, fit_sites, tune_layers
+
+from _common import eval_windows, load, perplexity, timed, write
+
+OFF = {"rotation": "none", "prefix": "none", "tau": "tensor"}
+ROWS = [  # (label, calibration recipe, layer-wise)
+    ("all off", OFF, False),
+    ("+ rotation", {**OFF, "rotation": "online"}, False),
+    ("+ prefix", {**OFF, "prefix": "auto"}, False),
+    ("+ per-channel tau", {**OFF, "tau": "channel"}, False),
+    ("+ layer-wise", OFF, True),
+    ("all on, no layer-wise (default)", {"rotation": "online", "prefix": "auto", "tau": "channel"}, False),
+    ("all on", {"rotation": "online", "prefix": "auto", "tau": "channel"}, True),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--eval-tokens", type=int, default=20480)
+    parser.add_argument("--calibration-tokens", type=int, default=16384)
+    parser.add_argument("--timesteps", type=int, nargs="+", default=[6, 8, 10])
+    parser.add_argument("--rows", nargs="*", default=None, help="subset of row labels")
+    args = parser.parse_args()
+    rows = []
+    calibrations: dict[str, tuple] = {}
+    ann = None
+    for label, recipe, layerwise in ROWS:
+        if args.rows and label not in args.rows:
+            continue
+        key = repr(sorted(recipe.items()))
+        if key not in calibrations:
+            model, tokenizer = load()          # a fresh base: rotation rewrites weights in place
+            windows = eval_windows(tokenizer, args.eval_tokens)
+            if ann is None:
+                ann = perplexity(model, windows)
+                rows.append({"features": "ANN", "T": "-", "prefix": "-", "ppl": ann, "vs ANN": 0.0})
+            base = slm.SpikingConfig(calibration_tokens=args.calibration_tokens, **recipe)
+            calib = calibrate(model, base, tokenizer=tokenizer, show_progress=False)
+            calibrations = {key: (model, calib, base)}   # one model in memory at a time
+        model, calib, base = calibrations[key]
+        for T in args.timesteps:
+            config = slm.SpikingConfig(**{**base.to_dict(), "timesteps": T, "layerwise": True if layerwise else None})
+            result, fit_s = timed(fit_sites, calib.samples, config, False)
+            state = build_state(config, calib, result, "smollm2-135m", model.spiking_fingerprint, fit_s)
+            apply_neurons(model, state)
+            if layerwise:
+                tune_layers(model, state, calib.windows, show_progress=False)
+            slm.set_mode(model, "fused")
+            ppl = perplexity(model, windows)
+            slm.set_mode(model, "ann")
+            rows.append({"features": label, "T": T, "prefix": str(calib.prefix), "ppl": ppl, "vs ANN": ppl / ann - 1,
+                         "fit s": fit_s, "layer-wise s": state.fit.get("layerwise", {}).get("seconds", 0.0)})
+            print(rows[-1], flush=True)
+    for row in rows:
+        row.setdefault("fit s", 0.0)
+        row.setdefault("layer-wise s", 0.0)
+    write("ablation", rows, {"eval_tokens": int(windows.numel()), "calibration_tokens": args.calibration_tokens,
+                             "neuron": "multi-grain 2", "sites": "all"})
+
+
+if __name__ == "__main__":
+    main()

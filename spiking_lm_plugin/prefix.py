@@ -1,0 +1,205 @@
+"""Prefixed outlier tokens (PrefixQuant, DESIGN 'Outliers').
+
+A few tokens become attention sinks with massive activations (token-wise max|x| at the down_proj input
+hundreds of times the median). They set every per-channel tau, so all other tokens are coded coarsely.
+Prefixing the sequence with such tokens moves the sink into a KV cache computed once by the ANN: the
+real tokens then carry no massive activations and the sites are calibrated on a tight range.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from .model_surgery import spiking_sites
+
+
+@dataclass
+class PrefixSearch:
+    """What the prefix selection saw: the chosen tokens and the worst outlier ratio before/after."""
+
+    tokens: list[int]
+    ratio_before: float
+    ratio_after: float
+    outliers_per_sequence: float
+
+
+def _down_inputs(model: nn.Module):
+    return [s for name, s in spiking_sites(model).items() if name.endswith(".down_in")]
+
+
+@torch.no_grad()
+def token_outlier_ratios(model: nn.Module, windows: torch.Tensor, prefix: list[int],
+                         batch_size: int = 4) -> torch.Tensor:
+    """[n, L]: per token, the largest over layers of max|x| at the down_proj input divided by that
+    layer's median token max (PrefixQuant's outlier statistic), computed by the ANN with ``prefix``."""
+    runtime = model.spiking_runtime
+    maxima: dict[int, torch.Tensor] = {}
+    hooks = [site.register_forward_pre_hook(lambda m, a, i=i: maxima.__setitem__(i, a[0].abs().amax(-1).float()))
+             for i, site in enumerate(_down_inputs(model))]
+    previous = runtime.mode
+    runtime.set_mode("ann")
+    saved = getattr(model, "spiking_prefix", None)
+    device = next(model.parameters()).device
+    try:
+        install_prefix(model, prefix)
+        rows = []
+        for batch in windows.split(batch_size):
+            inputs = {"input_ids": batch.to(device), "use_cache": False}
+            hooked = _with_prefix(model, (), inputs)
+            model.model(**(hooked[1] if hooked else inputs))     # the backbone only: no lm_head cost
+            rows.append(torch.stack([maxima[i] for i in range(len(maxima))]).cpu())   # [layers, B, L]
+        per_layer = torch.cat(rows, dim=1)
+        median = per_layer.flatten(1).median(dim=1).values.clamp_min(1e-12)
+        return (per_layer / median[:, None, None]).amax(0)
+    finally:
+        for h in hooks:
+            h.remove()
+        install_prefix(model, saved.tokens if saved is not None else [])
+        runtime.set_mode(previous)
+
+
+def candidate_tokens(windows: torch.Tensor, ratios: torch.Tensor, eta: float, specials: list[int],
+                     top: int = 3) -> list[int]:
+    """Prefix candidates, all from the data: the special tokens, the most frequent outlier tokens away
+    from position 0 (the first position is a sink whatever its token) and the most frequent tokens."""
+    outliers = Counter(windows[:, 1:][ratios[:, 1:] > eta].tolist())
+    frequent = Counter(windows.flatten().tolist())
+    out: list[int] = []
+    for tok in list(specials) + [t for t, _ in outliers.most_common(top)] + [t for t, _ in frequent.most_common(top)]:
+        if tok not in out:
+            out.append(int(tok))
+    return out
+
+
+def select_prefix(model: nn.Module, windows: torch.Tensor, eta: float = 64.0, max_tokens: int = 4,
+                  specials: list[int] | None = None, batch_size: int = 4) -> PrefixSearch:
+    """Greedy PrefixQuant selection: append the candidate that most lowers the worst outlier ratio, until
+    no token of the calibration data exceeds ``eta`` times the median or ``max_tokens`` are used. The prefix
+    length is thus counted from the data (0 when the model has no massive activations)."""
+    ratios = token_outlier_ratios(model, windows, [], batch_size)
+    before = float(ratios.max())
+    candidates = candidate_tokens(windows, ratios, eta, specials or [])
+    prefix: list[int] = []
+    while float(ratios.max()) > eta and len(prefix) < max_tokens:
+        trials = {tok: token_outlier_ratios(model, windows, prefix + [tok], batch_size) for tok in candidates}
+        tok, best = min(trials.items(), key=lambda kv: float(kv[1].max()))
+        if float(best.max()) > 0.9 * float(ratios.max()):      # no candidate helps any more
+            break
+        prefix.append(tok)
+        ratios = best
+    per_seq = float((ratios > eta).sum()) / max(1, windows.shape[0])
+    return PrefixSearch(prefix, before, float(ratios.max()), per_seq)
+
+
+@dataclass
+class PrefixKV:
+    """The prefix tokens and their analog keys/values per layer ([1, kv_heads, P, head_dim])."""
+
+    tokens: list[int]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    bos_token_id: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@torch.no_grad()
+def compute_prefix_kv(model: nn.Module, tokens: list[int], bos_token_id: int | None = None) -> PrefixKV:
+    """Run the ANN once over the prefix (sites analog, nothing metered) and keep its KV cache."""
+    runtime = model.spiking_runtime
+    previous, meter = runtime.mode, runtime.meter
+    runtime.set_mode("ann")
+    runtime.meter = None
+    try:
+        device = next(model.parameters()).device
+        cache = DynamicCache(config=model.config)
+        model.model(input_ids=torch.tensor([tokens], device=device), past_key_values=cache, use_cache=True)
+    finally:
+        runtime.set_mode(previous)
+        runtime.meter = meter
+    keys = [layer.keys.detach().clone() for layer in cache.layers]
+    values = [layer.values.detach().clone() for layer in cache.layers]
+    return PrefixKV(list(tokens), keys, values, bos_token_id)
+
+
+def _as_kwargs(module: nn.Module, args: tuple, kwargs: dict) -> dict:
+    if not args:
+        return dict(kwargs)
+    names = list(inspect.signature(module.forward).parameters)
+    return {**dict(zip(names, args)), **kwargs}
+
+
+def _prefix_hook(module: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook of a converted model: the spiking executions (and calibration) run after the
+    prefix; ``ann`` mode stays the base model exactly."""
+    runtime = getattr(module, "spiking_runtime", None)
+    if runtime is not None and runtime.mode == "ann":
+        return None
+    return _with_prefix(module, args, kwargs)
+
+
+def _with_prefix(module: nn.Module, args: tuple, kwargs: dict):
+    """Inject the prefix KV as ``past_key_values`` (a fresh cache, or the empty one ``generate`` passes)
+    and shift positions and the 2-D attention mask by its length; None when there is nothing to do."""
+    prefix: PrefixKV | None = getattr(module, "spiking_prefix", None)
+    if prefix is None or len(prefix) == 0:
+        return None
+    kwargs = _as_kwargs(module, args, kwargs)
+    ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
+    ref = ids if ids is not None else embeds
+    if ref is None:
+        return None
+    bsz, length = ref.shape[0], ref.shape[1]
+    p = len(prefix)
+    cache = kwargs.get("past_key_values")
+    if cache is None or cache.get_seq_length() == 0:
+        cache = cache if cache is not None else DynamicCache(config=module.config)
+        for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
+            k, v = k.to(ref.device), v.to(ref.device)
+            dtype = module.model.embed_tokens.weight.dtype
+            cache.update(k.to(dtype).repeat(bsz, 1, 1, 1), v.to(dtype).repeat(bsz, 1, 1, 1), layer)
+        cache.spiking_prefix_length = p
+        # a second BOS would become a second attention sink: hide a leading BOS when the prefix has one
+        hidden = None
+        if ids is not None and prefix.bos_token_id is not None and prefix.bos_token_id in prefix.tokens:
+            hidden = ids[:, 0] == prefix.bos_token_id
+        cache.spiking_hidden_bos = hidden if hidden is not None and bool(hidden.any()) else None
+        kwargs["past_key_values"] = cache
+    elif getattr(cache, "spiking_prefix_length", None) != p:
+        return None                        # a cache this hook did not start: leave it as given
+    mask = kwargs.get("attention_mask")
+    hidden = cache.spiking_hidden_bos
+    if (mask is None or mask.ndim == 2) and (mask is not None or hidden is not None):
+        past = cache.get_seq_length() - p          # this call's tokens are not in the cache yet
+        if mask is None:
+            mask = torch.ones(bsz, past + length, dtype=torch.long, device=ref.device)
+        mask = torch.cat([torch.ones(bsz, p, dtype=mask.dtype, device=mask.device), mask], dim=1)
+        if hidden is not None:
+            mask[:, p] = torch.where(hidden.to(mask.device), torch.zeros_like(mask[:, p]), mask[:, p])
+        kwargs["attention_mask"] = mask
+    if kwargs.get("position_ids") is not None:
+        kwargs["position_ids"] = kwargs["position_ids"] + p
+    return (), kwargs
+
+
+def install_prefix(model: nn.Module, tokens: list[int], bos_token_id: int | None = None) -> None:
+    """Run every later forward of ``model`` after ``tokens`` (their KV computed once, analog); an empty
+    list removes the prefix."""
+    handle = getattr(model, "_spiking_prefix_handle", None)
+    if handle is not None:
+        handle.remove()
+        model._spiking_prefix_handle = None
+    model.spiking_prefix = None
+    if not tokens:
+        return
+    if bos_token_id is None:
+        bos_token_id = getattr(model.config, "bos_token_id", None)
+    model.spiking_prefix = compute_prefix_kv(model, tokens, bos_token_id)
+    model._spiking_prefix_handle = model.register_forward_pre_hook(_prefix_hook, with_kwargs=True)

@@ -1,0 +1,139 @@
+"""Prefixed outlier tokens (PrefixQuant): exact KV-cache injection, generate, checkpoints, and on real
+SmolLM2 the search finds the sink and lowers the down_proj coding error."""
+
+import pytest
+import torch
+
+import spiking_lm_plugin as slm
+from spiking_lm_plugin.energy import EnergyMeter
+from spiking_lm_plugin.model_surgery import attach, spiking_sites
+from spiking_lm_plugin.prefix import install_prefix, select_prefix
+
+from .helpers import random_windows, tiny_config, tiny_model
+
+PREFIX = [7, 11, 3]
+
+
+def logits(model, ids, **kwargs):
+    with torch.no_grad():
+        return model(ids, **kwargs).logits
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_prefixed_forward_equals_the_concatenated_sequence(arch):
+    """Neurons off: running after the cached prefix KV is the same function as reading prefix + input."""
+    model = tiny_model(arch)
+    ids = random_windows(256, n=2, length=12, seed=3)
+    full = logits(model, torch.cat([torch.tensor([PREFIX] * 2), ids], dim=1))[:, len(PREFIX):]
+    attach(model)
+    install_prefix(model, PREFIX)
+    model.spiking_runtime.set_mode("record")          # analog sites, prefix active
+    torch.testing.assert_close(logits(model, ids), full, rtol=1e-5, atol=1e-5)
+    model.spiking_runtime.set_mode("ann")             # ann mode is the base model, no prefix
+    torch.testing.assert_close(logits(model, ids), logits(tiny_model(arch), ids), rtol=1e-5, atol=1e-5)
+
+
+def test_generate_and_kv_cache_continue_after_the_prefix():
+    model = tiny_model()
+    ids = random_windows(256, n=1, length=8, seed=2)
+    greedy = torch.cat([torch.tensor([PREFIX]), ids], dim=1)
+    with torch.no_grad():
+        for _ in range(5):                             # greedy decoding over the explicit concatenation
+            greedy = torch.cat([greedy, model(greedy).logits[:, -1:].argmax(-1)], dim=1)
+    attach(model)
+    install_prefix(model, PREFIX)
+    model.spiking_runtime.set_mode("record")
+    out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert torch.equal(out, greedy[:, len(PREFIX):])
+    # left-padded batch with an attention mask: the padded row continues exactly like the unpadded one
+    padded = torch.cat([torch.zeros(1, 2, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 2, dtype=torch.long), torch.ones_like(ids)], dim=1)
+    out2 = model.generate(padded, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert torch.equal(out2[:, 2:], out)
+
+
+def test_a_second_bos_is_hidden_behind_a_bos_prefix():
+    model = tiny_model(bos_token_id=5)
+    ids = torch.cat([torch.tensor([[5]]), random_windows(256, n=1, length=9, seed=6)], dim=1)
+    attach(model)
+    install_prefix(model, [5, 9])
+    model.spiking_runtime.set_mode("record")
+    hidden = logits(model, ids)
+    # the same as an explicit mask that zeroes the input's BOS as a key
+    install_prefix(model, [5, 9], bos_token_id=None)
+    model.spiking_prefix.bos_token_id = None
+    mask = torch.ones_like(ids)
+    mask[0, 0] = 0
+    torch.testing.assert_close(hidden, logits(model, ids, attention_mask=mask), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(hidden, logits(model, ids), atol=1e-4)
+
+
+def test_prefix_round_trips_and_both_executions_agree(tmp_path):
+    model = tiny_model()
+    slm.convert(model, tiny_config(prefix=PREFIX), calibration=random_windows(256), show_progress=False)
+    ids = random_windows(256, n=2, length=16, seed=8)
+    slm.set_mode(model, "fused")
+    expected = logits(model, ids)
+    slm.save(model, tmp_path / "ckpt")
+    fresh = tiny_model()
+    state = slm.load(fresh, tmp_path / "ckpt")
+    assert state.prefix == PREFIX and fresh.spiking_prefix.tokens == PREFIX
+    assert torch.equal(logits(fresh, ids), expected)
+    # fused == timestep holds with the prefix on (float64: the same function)
+    fresh.double()
+    install_prefix(fresh, PREFIX)                      # KV recomputed in float64
+    meters = {m: EnergyMeter() for m in ("fused", "timestep")}
+    out = {}
+    for mode in meters:
+        slm.set_mode(fresh, mode)
+        fresh.spiking_runtime.meter = meters[mode]
+        out[mode] = logits(fresh, ids)
+    assert float((out["fused"] - out["timestep"]).abs().max() / out["fused"].abs().max()) <= 1e-10
+    # the meter counts the input tokens only; the prefix KV is read (attention pairs), never re-computed
+    assert meters["fused"].tokens == ids.numel()
+
+
+def test_bad_prefix_recipes_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="prefix"):
+        slm.SpikingConfig(prefix="sometimes")
+    with pytest.raises(ValueError, match="non-negative"):
+        slm.SpikingConfig(prefix=[1, -2])
+
+
+@pytest.fixture(scope="module")
+def smollm2_six_layers(smollm2_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
+    model.model.layers = model.model.layers[:6]
+    model.config.num_hidden_layers = 6
+    return model
+
+
+def down_in_error(model, windows, tokens, spec_config):
+    """Relative MSE of the fitted down_proj neurons on the activations they see, with this prefix."""
+    calib = slm.conversion.calibrate(model, spec_config(tokens), windows, show_progress=False)
+    fit = slm.conversion.fit_sites(calib.samples, spec_config(tokens), show_progress=False)
+    rows = [i for i, n in enumerate(calib.site_names) if n.endswith("down_in")]
+    return float(fit.loss[rows].mean()), calib
+
+
+def test_prefix_search_finds_the_sink_on_real_text(smollm2_six_layers, smollm2_tokenizer):
+    from spiking_lm_plugin.assets import text_documents
+    from spiking_lm_plugin.calibration import token_windows
+
+    docs = [d["text"] for d in text_documents("enwiki-excerpt", "calibration")]
+    windows = token_windows(smollm2_tokenizer, docs, 2048, 128)
+    attach(smollm2_six_layers)
+    search = select_prefix(smollm2_six_layers, windows[:4], specials=[smollm2_tokenizer.eos_token_id])
+    # the first token of every window is a massive-activation sink; one prefix token absorbs it
+    assert search.ratio_before > 64 and search.tokens and search.ratio_after < 64, search
+
+    def config(tokens):
+        return tiny_config(prefix=tokens, sites=("down_in",), samples_per_site=4096, timesteps=6)
+
+    plain, _ = down_in_error(smollm2_six_layers, windows, [], config)
+    prefixed, calib = down_in_error(smollm2_six_layers, windows, search.tokens, config)
+    assert calib.prefix == search.tokens
+    assert prefixed < 0.8 * plain, (plain, prefixed)
+    assert all(s.reservoir is None for s in spiking_sites(smollm2_six_layers).values())
