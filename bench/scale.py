@@ -1,6 +1,6 @@
 """Conversion cost vs model size on random-weight LLaMA configs (CPU): calibration forward vs fitting
 time and peak memory, how each grows with the model.
-    python bench/scale.py [--sizes tiny small base]
+    python bench/scale.py [--sizes 1M 10M 50M 150M 400M 1.1B] [--tokens 4096]
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ SIZES = {  # hidden, intermediate (sizes with a Hadamard construction: the defau
     "10M": (256, 768, 4, 4),
     "50M": (512, 1536, 8, 8),
     "150M": (768, 2048, 12, 12),
+    "400M": (1024, 4096, 24, 16),
+    "1.1B": (2048, 8192, 16, 16),
 }
 
 
