@@ -55,7 +55,7 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def write(name: str, rows: list[dict], meta: dict) -> None:
+def write(name: str, rows: list[dict], meta: dict, quiet: bool = False) -> None:
     """JSON next to a markdown table, both printed and saved under bench/results/."""
     OUT.mkdir(parents=True, exist_ok=True)
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
@@ -68,7 +68,8 @@ def write(name: str, rows: list[dict], meta: dict) -> None:
     table = "\n".join(lines)
     text = f"`{meta['command']}` ({meta['machine']}, {meta['date']})\n\n{table}\n"
     (OUT / f"{name}.md").write_text(text)
-    print(text)
+    if not quiet:
+        print(text)
 
 
 def _fmt(v) -> str:

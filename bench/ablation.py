@@ -64,11 +64,9 @@ def main() -> None:
             rows.append({"features": label, "T": T, "prefix": str(calib.prefix), "ppl": ppl, "vs ANN": ppl / ann - 1,
                          "fit s": fit_s, "layer-wise s": state.fit.get("layerwise", {}).get("seconds", 0.0)})
             print(rows[-1], flush=True)
-    for row in rows:
-        row.setdefault("fit s", 0.0)
-        row.setdefault("layer-wise s", 0.0)
-    write("ablation", rows, {"eval_tokens": int(windows.numel()), "calibration_tokens": args.calibration_tokens,
-                             "neuron": "multi-grain 2", "sites": "all"})
+            rows[0].update({"fit s": 0.0, "layer-wise s": 0.0})
+            write("ablation", rows, {"eval_tokens": int(windows.numel()), "calibration_tokens": args.calibration_tokens,
+                                     "neuron": "multi-grain 2", "sites": "all"}, quiet=True)   # after every row
 
 
 if __name__ == "__main__":

@@ -32,15 +32,19 @@ def smollm2_tokenizer(smollm2_path):
     return AutoTokenizer.from_pretrained(smollm2_path)
 
 
-@pytest.fixture(scope="session")
-def smollm2_two_layers(smollm2_path):
-    """The real SmolLM2-135M cut to its first two decoder layers (fp32)."""
+def smollm2_layers(path: str, layers: int):
+    """The real SmolLM2-135M cut to its first ``layers`` decoder layers (fp32)."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
-    model.model.layers = model.model.layers[:2]
-    model.config.num_hidden_layers = 2
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model.model.layers = model.model.layers[:layers]
+    model.config.num_hidden_layers = layers
     return model
+
+
+@pytest.fixture(scope="session")
+def smollm2_two_layers(smollm2_path):
+    return smollm2_layers(smollm2_path, 2)
 
 
 @pytest.fixture(scope="session")

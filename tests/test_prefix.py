@@ -9,6 +9,7 @@ from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.model_surgery import attach, spiking_sites
 from spiking_lm_plugin.prefix import install_prefix, select_prefix
 
+from .conftest import smollm2_layers
 from .helpers import random_windows, tiny_config, tiny_model
 
 PREFIX = [7, 11, 3]
@@ -102,12 +103,7 @@ def test_bad_prefix_recipes_are_rejected(tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2_six_layers(smollm2_path):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
-    model.model.layers = model.model.layers[:6]
-    model.config.num_hidden_layers = 6
-    return model
+    return smollm2_layers(smollm2_path, 6)   # the sink's massive activations build up over the first layers
 
 
 def down_in_error(model, windows, tokens, spec_config):
@@ -128,6 +124,14 @@ def test_prefix_search_finds_the_sink_on_real_text(smollm2_six_layers, smollm2_t
     search = select_prefix(smollm2_six_layers, windows[:4], specials=[smollm2_tokenizer.eos_token_id])
     # the first token of every window is a massive-activation sink; one prefix token absorbs it
     assert search.ratio_before > 64 and search.tokens and search.ratio_after < 64, search
+    # neurons off, the prefix barely changes the continuation log-likelihoods (the ANN reads one more token)
+    install_prefix(smollm2_six_layers, search.tokens)
+    nll = {}
+    for mode in ("ann", "record"):                     # plain base model / analog sites after the prefix
+        smollm2_six_layers.spiking_runtime.set_mode(mode)
+        out = logits(smollm2_six_layers, windows[4:8])[:, :-1]
+        nll[mode] = float(torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), windows[4:8, 1:].reshape(-1)))
+    assert abs(nll["record"] - nll["ann"]) <= 0.02 * nll["ann"], nll
 
     def config(tokens):
         return tiny_config(prefix=tokens, sites=("down_in",), samples_per_site=4096, timesteps=6)

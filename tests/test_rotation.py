@@ -7,6 +7,7 @@ import spiking_lm_plugin as slm
 from spiking_lm_plugin.hadamard import factorize, fast_hadamard, hadamard_matrix
 from spiking_lm_plugin.model_surgery import apply_rotation, attach
 
+from .conftest import smollm2_layers
 from .helpers import random_windows, tiny_config, tiny_model
 
 
@@ -46,11 +47,7 @@ def test_rotation_alone_leaves_the_ann_unchanged(arch, rotation):
 
 
 def test_rotation_on_real_layers_is_exact(smollm2_path, smollm2_tokenizer):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
-    model.model.layers = model.model.layers[:2]
-    model.config.num_hidden_layers = 2
+    model = smollm2_layers(smollm2_path, 2)      # a private copy: rotation rewrites the weights
     ids = smollm2_tokenizer("The history of the Roman empire spans many centuries.", return_tensors="pt").input_ids
     reference = ann_logits(model, ids)
     attach(model)
