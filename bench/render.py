@@ -25,7 +25,9 @@ SECTIONS = [
     ("accuracy", "Zero-shot multiple-choice accuracy through lm-eval",
      "`spiking_enwiki_cloze`: 200 questions built from held-out enwiki-excerpt articles (two sentences of "
      "context, the true next sentence among four; chance 25%), evaluated by lm-eval's own evaluator with "
-     "`hf` and `spiking-hf` (default recipe). `acc stderr` is lm-eval's bootstrap standard error."),
+     "`hf` and `spiking-hf` (default recipe). `acc stderr` is lm-eval's bootstrap standard error. The `eval s` "
+     "column is not a speed measurement (the ANN row shared the 2 cores with another run); see the lm-eval "
+     "throughput table."),
     ("quality_subset", "LAS baselines vs ours with the default recipe (prefix on)",
      "The outlier-aware LAS neuron (`oat`) next to binary/LAS and ours, one shared calibration with the "
      "default recipe (online Hadamard, prefix), 4,096 held-out tokens."),
