@@ -47,13 +47,13 @@ SECTIONS = [
      "Target: the whole SmolLM2 fit under 60 s on 2 CPU cores. Paper: ~2 min per model on an A100."),
     ("speed", "Conversion and execution speed (SmolLM2-135M, CPU)",
      "Targets: conversion < 2 min; fused forward <= 1.5x the ANN. The timestep execution runs every op on T "
-     "spike frames in float64 accumulation: it is the faithful simulator, not a fast path. Measured before "
-     "the per-step surrogate change (which changes which spikes fire, not the cost of firing them)."),
+     "spike frames in float64 accumulation: it is the faithful simulator, not a fast path. Calibration "
+     "includes the prefix search (~7 s) and runs every window after the prefix KV."),
     ("lm_eval_throughput", "lm-eval throughput: hf vs spiking-hf",
      "Same 4 documents of `spiking_enwiki_ppl_short`, after a warm-up document. Target: fused >= 0.7x hf. "
      "The energy meter's exact activation-activation counts (per-step products of Q/K/P/V frames) are the "
-     "difference between the two fused rows; this table was measured before the meter's grouped-attention "
-     "counting landed (see the issue note for the profile after it)."),
+     "difference between the two fused rows; this table was measured in the first session, before the meter's "
+     "grouped-attention counting and the prefix landed (not re-run this session)."),
     ("scale", "Conversion cost vs model size (random-weight LLaMA configs, CPU)",
      "How calibration forward and fitting grow with the model: 4,096 calibration tokens each."),
 ]

@@ -91,6 +91,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     meta = read_meta(args.checkpoint)
     summary = {k: meta[k] for k in ("format_version", "base_model", "config", "neuron")}
     summary["sites"] = len(meta["sites"])
+    summary["prefix"] = meta.get("prefix", {"tokens": []})
     summary["fit"] = {k: v for k, v in meta.get("fit", {}).items() if not isinstance(v, list)}
     print(json.dumps(summary, indent=1))
     return 0
