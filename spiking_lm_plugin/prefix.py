@@ -161,10 +161,10 @@ def _with_prefix(module: nn.Module, args: tuple, kwargs: dict):
     cache = kwargs.get("past_key_values")
     if cache is None or cache.get_seq_length() == 0:
         cache = cache if cache is not None else DynamicCache(config=module.config)
+        dtype = module.model.embed_tokens.weight.dtype
         for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
-            k, v = k.to(ref.device), v.to(ref.device)
-            dtype = module.model.embed_tokens.weight.dtype
-            cache.update(k.to(dtype).repeat(bsz, 1, 1, 1), v.to(dtype).repeat(bsz, 1, 1, 1), layer)
+            k, v = k.to(ref.device, dtype), v.to(ref.device, dtype)
+            cache.update(k.repeat(bsz, 1, 1, 1), v.repeat(bsz, 1, 1, 1), layer)
         cache.spiking_prefix_length = p
         # a second BOS would become a second attention sink: hide a leading BOS when the prefix has one
         hidden = None
