@@ -9,7 +9,7 @@ from .fitting import FitConfig
 from .layerwise import LayerwiseConfig
 from .neurons import NeuronSpec, PRESETS
 from .neurons.spec import validate_allocation, validate_steps
-from .sites import ALL_SITE_TYPES, validate_site_types
+from .sites import ALL_SITE_TYPES, HEADROOM_SITE_TYPES, validate_site_types
 
 
 @dataclass
@@ -19,6 +19,9 @@ class SpikingConfig:
     timesteps/grains/neuron: the neuron family (``neuron`` is a preset name, see ``NeuronSpec.preset``).
     allocation: ``None`` (uniform), an explicit tuple such as (2, 6), or ``"search"`` (Alg. 2).
     tau: ``"channel"`` (per input channel at sites feeding a linear layer, per tensor elsewhere) or ``"tensor"``.
+    tau_headroom: tau = headroom x the calibration maximum at ``headroom_sites`` (values above tau saturate;
+    held-out text exceeds a 16k-token calibration maximum, and at most sites those few clipped values made
+    most of the coding error). 1.0 is the paper's tau = max.
     rotation: ``"none"``, ``"online"`` (an exact Hadamard transform of the down_proj input, folded into
     down_proj's weight: the outlier-heavy site is coded in a basis where its outliers are spread out) or
     ``"full"`` (also the residual stream rotated by a Hadamard / seeded orthogonal Q, RMSNorm weights folded).
@@ -34,6 +37,8 @@ class SpikingConfig:
     neuron: str = "multi-grain"
     allocation: Any = None
     tau: str = "channel"
+    tau_headroom: float = 1.5
+    headroom_sites: tuple[str, ...] = HEADROOM_SITE_TYPES
     rotation: str = "online"
     prefix: Any = "auto"
     prefix_eta: float = 64.0
@@ -76,6 +81,12 @@ class SpikingConfig:
         if self.tau not in ("channel", "tensor"):
             raise ValueError(f"tau must be 'channel' or 'tensor', got {self.tau!r}")
         self.sites = validate_site_types(self.sites)
+        if not self.tau_headroom >= 1.0:
+            raise ValueError(f"tau_headroom must be >= 1 (1 = tau is the calibration maximum), got {self.tau_headroom}")
+        self.headroom_sites = tuple(self.headroom_sites)
+        unknown = [t for t in self.headroom_sites if t not in ALL_SITE_TYPES]
+        if unknown:
+            raise ValueError(f"unknown headroom site types {unknown}; choose from {list(ALL_SITE_TYPES)}")
         if isinstance(self.allocation, (list, tuple)):
             self.allocation = validate_allocation(tuple(self.allocation), self.timesteps)
         elif self.allocation not in (None, "search"):
@@ -91,6 +102,7 @@ class SpikingConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["sites"] = list(self.sites)
+        out["headroom_sites"] = list(self.headroom_sites)
         if isinstance(self.allocation, tuple):
             out["allocation"] = list(self.allocation)
         return out
@@ -99,6 +111,8 @@ class SpikingConfig:
     def from_dict(cls, data: dict[str, Any]) -> "SpikingConfig":
         data = dict(data)
         data["sites"] = tuple(data.get("sites", ALL_SITE_TYPES))
+        data.setdefault("tau_headroom", 1.0)     # checkpoints written before headroom existed used tau = max
+        data["headroom_sites"] = tuple(data.get("headroom_sites", HEADROOM_SITE_TYPES))
         if isinstance(data.get("allocation"), list):
             data["allocation"] = tuple(data["allocation"])
         return cls(**data)

@@ -196,6 +196,33 @@ def test_config_validation():
     with pytest.raises(ValueError, match="sums to"):
         slm.SpikingConfig(timesteps=8, allocation=(2, 2))
     assert slm.SpikingConfig().sites == ALL_SITE_TYPES
+    with pytest.raises(ValueError, match="tau_headroom must be >= 1"):
+        slm.SpikingConfig(tau_headroom=0.9)
+    with pytest.raises(ValueError, match="unknown headroom site types"):
+        slm.SpikingConfig(headroom_sites=("up", "bogus"))
+    old = {k: v for k, v in slm.SpikingConfig().to_dict().items() if k not in ("tau_headroom", "headroom_sites")}
+    assert slm.SpikingConfig.from_dict(old).tau_headroom == 1.0   # older checkpoints were fitted with tau = max
+
+
+def test_tau_headroom_codes_values_above_the_calibration_maximum():
+    """A value 1.3x the largest seen in calibration is clipped to it with tau = max; with headroom 1.5 it
+    is coded (the headroom sites' taus grow by 1.5x, the others keep tau = max)."""
+    windows = random_windows(256)
+    errors, taus = {}, {}
+    for headroom in (1.0, 1.5):
+        model = tiny_model()
+        slm.convert(model, tiny_config(tau_headroom=headroom), calibration=windows, show_progress=False)
+        sites = spiking_sites(model)
+        taus[headroom] = {name: site.tau.clone() for name, site in sites.items()}
+        up = next(site for name, site in sites.items() if name.endswith(".up"))
+        calibration_max = up.tau / headroom
+        x = 1.3 * calibration_max * torch.where(torch.arange(up.channels) % 2 == 0, 1.0, -1.0)
+        slm.set_mode(model, "fused")
+        errors[headroom] = float(((up(x[None]).value[0] - x).abs() / x.abs()).mean())
+    assert errors[1.0] > 0.2 and errors[1.5] < 0.1, errors
+    for name, tau in taus[1.0].items():
+        factor = 1.5 if name.rsplit(".", 1)[-1] in slm.SpikingConfig().headroom_sites else 1.0
+        assert torch.allclose(taus[1.5][name], factor * tau), name
 
 
 def test_bf16_conversion_runs():

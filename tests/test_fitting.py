@@ -101,6 +101,18 @@ def test_reservoir_tracks_channels_and_skips_zeros():
     assert torch.allclose(u, torch.ones_like(u))
 
 
+def test_reservoir_headroom_scales_tau_and_places_the_maxima():
+    res = SiteReservoir("s", capacity=100, channels=3, seed=0)
+    res.add(torch.tensor([[1.0, -2.0, 4.0], [0.5, 1.0, -2.0]]))
+    u1, tau1 = res.normalized(per_channel=True)
+    u2, tau2 = res.normalized(per_channel=True, headroom=2.0)
+    assert torch.equal(tau2, 2 * tau1) and torch.allclose(u2, u1 / 2) and float(u2.max()) == 0.5
+    assert torch.equal(res.normalized_maxima(per_channel=True, headroom=2.0), torch.full((3,), 0.5))
+    assert res.normalized_maxima(per_channel=False, headroom=1.25).shape == (1,)
+    with pytest.raises(ValueError, match="headroom must be >= 1"):
+        res.normalized(per_channel=True, headroom=0.5)
+
+
 def test_reservoir_rejects_nan_with_site_name():
     res = SiteReservoir("layers.3.q", capacity=10, channels=2)
     with pytest.raises(ValueError, match="layers.3.q: 1 non-finite"):

@@ -72,13 +72,21 @@ class SiteReservoir:
             self.keys, self.values, self.channel_ids = merged_keys, merged_vals, merged_ch
         self.seen += x.numel()
 
-    def normalized(self, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(|x| / tau, tau): tau = per-channel max|x| or the tensor's max|x| (values above saturate)."""
+    def normalized(self, per_channel: bool, headroom: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(|x| / tau, tau): tau = headroom x (per-channel max|x| or the tensor's max|x|); values above tau
+        saturate, so ``headroom > 1`` leaves room for values larger than any seen in calibration."""
         if self.filled == 0:
             raise ValueError(f"site {self.name}: no nonzero activations were recorded during calibration")
+        if headroom < 1.0:
+            raise ValueError(f"tau headroom must be >= 1, got {headroom}")
         floor = torch.finfo(torch.float32).tiny
         if per_channel:
-            tau = self.channel_max.clamp(min=floor)
+            tau = self.channel_max.clamp(min=floor) * headroom
             return self.values.abs() / tau[self.channel_ids], tau
-        tau = self.channel_max.max().clamp(min=floor).reshape(1)
+        tau = self.channel_max.max().clamp(min=floor).reshape(1) * headroom
         return self.values.abs() / tau, tau
+
+    def normalized_maxima(self, per_channel: bool, headroom: float = 1.0) -> torch.Tensor:
+        """The calibration maxima in the units of :meth:`normalized` (1/headroom each; one per channel)."""
+        count = self.channels if per_channel else 1
+        return torch.full((count,), 1.0 / headroom)
