@@ -19,7 +19,7 @@ from spiking_lm_plugin.conversion import apply_neurons, build_state, calibrate, 
 from _common import OUT, eval_windows, load, perplexity, timed, write
 
 OFF = {"rotation": "none", "prefix": "none", "tau": "tensor", "tau_headroom": 1.0}
-ALL_ON = {"rotation": "online", "prefix": "auto", "tau": "channel", "tau_headroom": 1.5}
+ALL_ON = {"rotation": "online", "prefix": "auto", "tau": "channel", "tau_headroom": "auto"}
 ROWS = [  # (label, calibration recipe, layer-wise)
     ("all off", OFF, False),
     ("+ rotation", {**OFF, "rotation": "online"}, False),
@@ -72,8 +72,9 @@ def main() -> None:
         model, calib, base = calibrations[key]
         for T in args.timesteps:
             config = slm.SpikingConfig(**{**base.to_dict(), "timesteps": T, "layerwise": True if layerwise else None})
-            result, fit_s = timed(fit_sites, calib.samples, config, False)
-            state = build_state(config, calib, result, "smollm2-135m", model.spiking_fingerprint, fit_s)
+            calib_t = calib.for_config(config)          # tau headroom "auto" depends on T
+            result, fit_s = timed(fit_sites, calib_t.samples, config, False)
+            state = build_state(config, calib_t, result, "smollm2-135m", model.spiking_fingerprint, fit_s)
             apply_neurons(model, state)
             if layerwise:
                 tune_layers(model, state, calib.windows, show_progress=False)
@@ -87,8 +88,7 @@ def main() -> None:
             meta = {"eval_tokens": int(windows.numel()), "calibration_tokens": args.calibration_tokens,
                     "neuron": "multi-grain 2", "sites": "all"}
             if args.rows:   # the table's command is the one that regenerates every row
-                meta.update(command=f"python bench/ablation.py --timesteps {' '.join(map(str, args.timesteps))}",
-                            rows_refreshed=args.rows)
+                meta.update(command="python bench/ablation.py", rows_refreshed=args.rows)
             write("ablation", merged(rows, previous) if args.rows else rows, meta, quiet=True)   # after every row
 
 

@@ -43,6 +43,7 @@ def main() -> None:
     calib = calibrate(model, base, tokenizer=tokenizer)
     rows = [{"T": "-", "method": "ANN", "ppl": ann, "vs ANN": 0.0, "fit s": 0.0}]
     for T in args.timesteps:
+        calib_t = calib.for_config(slm.SpikingConfig(**{**base.to_dict(), "timesteps": T}))  # headroom "auto" depends on T
         for label, preset, grains, extra in METHODS:
             if args.methods and label not in args.methods:
                 continue
@@ -51,8 +52,8 @@ def main() -> None:
             config.timesteps, config.grains, config.neuron = T, grains, preset
             for key, value in extra.items():
                 setattr(config.fit, key, value)
-            result, fit_s = timed(fit_sites, calib.samples, config, False)
-            apply_neurons(model, build_state(config, calib, result, "smollm2-135m", model.spiking_fingerprint, fit_s))
+            result, fit_s = timed(fit_sites, calib_t.samples, config, False)
+            apply_neurons(model, build_state(config, calib_t, result, "smollm2-135m", model.spiking_fingerprint, fit_s))
             slm.set_mode(model, "fused")
             ppl = perplexity(model, windows)
             rows.append({"T": T, "method": label, "ppl": ppl, "vs ANN": ppl / ann - 1, "fit s": fit_s})

@@ -39,7 +39,8 @@ class ActivationDataModule(pl.LightningDataModule):
 
     Cached under ``$SPIKING_LM_CACHE/activations/<key>`` where the key hashes the model (its resolved path
     and weight files), the calibration text and token count, the sites, tau granularity and sample count;
-    a second run with the same key skips the calibration forward entirely.
+    a second run with the same key skips the calibration forward entirely. ``tau_headroom`` is a number here
+    (the samples do not know the module's T): 1.5 suits T >= 8, 1.0 below (``SpikingConfig.headroom``).
     """
 
     def __init__(self, model: str = "smollm2-135m", calibration_text: str = "enwiki-excerpt",

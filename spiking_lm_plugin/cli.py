@@ -49,6 +49,15 @@ def _summary_table(state, title: str):
     return table
 
 
+def _parse_headroom(value: str) -> str | float:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise SystemExit(f"--tau-headroom: expected 'auto' or a number >= 1, got {value!r}") from None
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from . import FitConfig, SpikingConfig, convert, save
     from .layerwise import LayerwiseConfig
@@ -57,7 +66,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     config = SpikingConfig(
         timesteps=args.timesteps, grains=args.grains, neuron=args.neuron, allocation=_parse_allocation(args.allocation),
-        tau=args.tau, tau_headroom=args.tau_headroom, rotation=args.rotation, sites=tuple(args.sites.split(",")) if args.sites else ALL_SITE_TYPES,
+        tau=args.tau, tau_headroom=_parse_headroom(args.tau_headroom), rotation=args.rotation, sites=tuple(args.sites.split(",")) if args.sites else ALL_SITE_TYPES,
         calibration_text=args.calibration_text, calibration_tokens=args.calibration_tokens,
         sequence_length=args.sequence_length, batch_size=args.batch_size, samples_per_site=args.samples_per_site,
         fit=FitConfig(rounds=args.rounds, threshold_steps=args.threshold_steps, base_steps=args.base_steps,
@@ -145,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allocation", default=None, help="'uniform', 'search' (Alg. 2) or steps per grain, e.g. 2,6")
     c.add_argument("--tau", default="channel", choices=["channel", "tensor"],
                    help="scale granularity at sites feeding a linear layer")
-    c.add_argument("--tau-headroom", type=float, default=1.5,
+    c.add_argument("--tau-headroom", default="auto",
                    help="tau = headroom x the calibration maximum at the sites where held-out values above it "
-                        "dominated the error (1 = the paper's tau = max)")
+                        "dominated the error; 1 = the paper's tau = max; auto = 1.5 for T >= 8, else 1")
     c.add_argument("--rotation", default="online", choices=["none", "online", "full"],
                    help="online: exact Hadamard transform of the down_proj input, folded into its weight; "
                         "full: also rotate the residual stream (RMSNorm weights folded)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ def normalized_samples(reservoirs: dict[str, SiteReservoir], config: SpikingConf
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """[sites, N] magnitudes |x|/tau and the taus (per channel where the site feeds a linear layer).
 
-    With tau headroom (``config.tau_headroom > 1`` at ``config.headroom_sites``) the calibration maxima
+    With tau headroom (``config.headroom > 1`` at ``config.headroom_sites``) the calibration maxima
     replace the last samples (at most N/8), so the fit also codes the largest values it has seen (now at
     1/headroom) and the code above them stays for the larger ones held-out text brings.
     """
@@ -53,13 +53,13 @@ def normalized_samples(reservoirs: dict[str, SiteReservoir], config: SpikingConf
     n = config.samples_per_site
     for name, res in reservoirs.items():
         per_channel = config.tau == "channel" and site_type(name) in PER_CHANNEL_SITE_TYPES
-        headroom = config.tau_headroom if site_type(name) in config.headroom_sites else 1.0
+        headroom = config.headroom if site_type(name) in config.headroom_sites else 1.0
         u, tau = res.normalized(per_channel, headroom)
         if u.numel() >= n:
             u = u[:n]
         else:
             u = u[torch.randint(0, u.numel(), (n,), generator=gen)]
-        if config.tau_headroom > 1.0:
+        if config.headroom > 1.0:
             maxima = res.normalized_maxima(per_channel, headroom)
             if maxima.numel() > n // 8:
                 maxima = maxima[torch.randperm(maxima.numel(), generator=gen)[: n // 8]]
@@ -125,6 +125,15 @@ class Calibration:
     bos_token_id: int | None = None
     prefix_search: dict = field(default_factory=dict)
     windows: torch.Tensor | None = None       # the calibration token windows (layer-wise calibration reuses them)
+    reservoirs: dict[str, SiteReservoir] | None = None   # the raw samples, to re-normalize for another recipe
+
+    def for_config(self, config: SpikingConfig) -> "Calibration":
+        """The same calibration normalized for ``config`` (another tau granularity or headroom, e.g. another T
+        under ``tau_headroom="auto"``); the forward pass is not repeated."""
+        if self.reservoirs is None:
+            raise ValueError("this calibration kept no raw samples (loaded from a cache?); calibrate again")
+        samples, taus = normalized_samples(self.reservoirs, config)
+        return replace(self, samples=samples, taus=taus)
 
 
 def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokenizer=None,
@@ -154,7 +163,7 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
                                     config.seed, show_progress)
     samples, taus = normalized_samples(reservoirs, config)
     return Calibration(samples, taus, names, int(calibration.numel()), time.perf_counter() - t0, prefix, bos,
-                       search, calibration)
+                       search, calibration, reservoirs)
 
 
 def _bos_token_id(model: nn.Module, tokenizer) -> int | None:

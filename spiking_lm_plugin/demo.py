@@ -31,7 +31,11 @@ def _fit(args: argparse.Namespace, out: Path) -> tuple[Path, dict]:
 
     ckpt = out / "checkpoint"
     t0 = time.perf_counter()
-    dm = ActivationDataModule(model=args.model, calibration_tokens=args.calibration_tokens, device=args.device)
+    from .config import SpikingConfig
+
+    headroom = SpikingConfig(timesteps=args.timesteps).headroom   # the data module does not know T
+    dm = ActivationDataModule(model=args.model, calibration_tokens=args.calibration_tokens, tau_headroom=headroom,
+                              device=args.device)
     dm.setup("fit")
     calibrate_s = time.perf_counter() - t0
     module = NeuronFitModule(timesteps=args.timesteps, grains=args.grains)

@@ -172,11 +172,50 @@ def _grouped(frames: torch.Tensor, kv_heads: int) -> torch.Tensor:
     return frames.reshape(t, b, kv_heads, h // kv_heads, *frames.shape[3:])
 
 
+def _intervals(allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(first, end) key index per query row [B, 1, L] when every row of a head-shared mask allows one
+    contiguous run of keys (causal, sliding window, left padding, prefix); else None."""
+    if allowed.shape[1] != 1:
+        return None
+    s = allowed.shape[-1]
+    idx = torch.arange(s, device=allowed.device)
+    count = allowed.sum(-1)
+    first = torch.where(allowed, idx, s).amin(-1)
+    end = torch.where(allowed, idx + 1, 0).amax(-1)
+    contiguous = (count == 0) | (end - first == count)
+    if not bool(contiguous.all()):
+        return None
+    first = torch.where(count == 0, 0, first)
+    return first, torch.where(count == 0, 0, end)
+
+
+def _pair_products(qa: torch.Tensor, ka: torch.Tensor, allowed: torch.Tensor, heads: int) -> torch.Tensor:
+    """sum over t and allowed (query, key) pairs of |Q_t[l]| . |K_t[s]|. With interval masks: prefix sums of
+    |K_t| over keys (O(T L D) per head); else the explicit [T, L, S] products."""
+    kv_heads = ka.shape[2]
+    groups = heads // kv_heads
+    bounds = _intervals(allowed)
+    if bounds is not None:
+        first, end = bounds                                            # [B, 1, L]
+        q_group = _grouped(qa, kv_heads).sum(3)                        # [T, B, Hkv, L, D]
+        csum = torch.cat([torch.zeros_like(ka[..., :1, :]), ka.cumsum(-2)], dim=-2)   # [T, B, Hkv, S+1, D]
+        gather = lambda i: torch.gather(  # noqa: E731
+            csum, -2, i[None, :, :, :, None].expand(csum.shape[0], csum.shape[1], kv_heads, -1, csum.shape[-1]))
+        return (q_group * (gather(end) - gather(first))).sum(dtype=torch.float64)
+    if allowed.shape[1] == 1:
+        both = torch.matmul(_grouped(qa, kv_heads).sum(3), ka.transpose(-1, -2))    # [T, B, Hkv, L, S]
+    else:   # a per-head mask: the ungrouped product
+        both = torch.matmul(qa, ka.repeat_interleave(groups, dim=2).transpose(-1, -2))
+    return (both * allowed.to(torch.float32)).sum(dtype=torch.float64)
+
+
 def count_scores(meter: EnergyMeter, kind: str, q_frames, k_frames, allowed: torch.Tensor, heads: int,
                  head_dim: int, timesteps: int | None) -> None:
     """Q K^T over the allowed (query, key) pairs. Frames: Q [T, B, H, L, D], K [T, B, Hkv, S, D] (not
     repeated: a key spike fans out to every query head of its group); ``allowed`` [B, 1|H, L, S] bool.
     AC = sum_t nnz(Q_t) n_K + nnz(K_t) n_Q + sum over allowed pairs of |Q_t| . |K_t|."""
+    if q_frames is not None:   # a batch-shared mask counts once per sequence
+        allowed = allowed.expand(q_frames.shape[1], *allowed.shape[1:])
     n_out, keys_per_query, queries_per_key = _allowed_counts(allowed, heads)
     if timesteps is None:
         meter.add(kind, mac=n_out * head_dim, rw_bits=32 * 3 * n_out)
@@ -184,40 +223,36 @@ def count_scores(meter: EnergyMeter, kind: str, q_frames, k_frames, allowed: tor
     qa, ka = q_frames.abs().to(torch.float32), k_frames.abs().to(torch.float32)
     kv_heads = ka.shape[2]
     groups = heads // kv_heads
-    q_rows = qa.sum(-1)                                            # [T, B, H, L]
-    k_rows = ka.sum(-1)                                            # [T, B, Hkv, S]
-    term_q = (q_rows * keys_per_query).sum(dtype=torch.float64)
+    term_q = (qa.sum(-1) * keys_per_query).sum(dtype=torch.float64)
     qpk = queries_per_key if allowed.shape[1] == 1 else _grouped(queries_per_key[None], kv_heads)[0].sum(2)
-    term_k = (k_rows * qpk * (groups if allowed.shape[1] == 1 else 1)).sum(dtype=torch.float64)
-    q_group = _grouped(qa, kv_heads).sum(3)                        # [T, B, Hkv, L, D]
-    both = torch.matmul(q_group, ka.transpose(-1, -2))             # [T, B, Hkv, L, S]
-    mask = allowed.to(torch.float32) if allowed.shape[1] == 1 else None
-    if mask is None:   # a per-head mask: fall back to the ungrouped product
-        both = torch.matmul(qa, ka.repeat_interleave(groups, dim=2).transpose(-1, -2))
-        mask = allowed.to(torch.float32)
-    term_both = (both * mask).sum(dtype=torch.float64)
+    term_k = (ka.sum(-1) * qpk * (groups if allowed.shape[1] == 1 else 1)).sum(dtype=torch.float64)
+    term_both = _pair_products(qa, ka, allowed, heads)
     meter.add(kind, mac=2 * timesteps * n_out, ac=term_q + term_k + term_both,
               rw_bits=float(qa.sum(dtype=torch.float64) + ka.sum(dtype=torch.float64)) + 32 * n_out,
               ann_mac=n_out * head_dim, ann_rw_bits=32 * 3 * n_out)
 
 
 def count_attn_values(meter: EnergyMeter, kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int,
-                      head_dim: int, timesteps: int | None) -> None:
-    """P V. Frames: P [T, B, H, L, S] (zero where masked), V [T, B, Hkv, S, D] (not repeated).
+                      head_dim: int, timesteps: int | None, p_columns: torch.Tensor | None = None) -> None:
+    """P V. Frames: P [T, B, H, L, S] (zero where masked) or, equivalently for the count, ``p_columns``
+    [T, B, H, S] = P's spikes summed over queries; V [T, B, Hkv, S, D] (not repeated).
     AC = sum_t nnz(P_t) D + nnz(V_t[s]) (queries reading s) + sum_{l,s} |P_t[l,s]| nnz(V_t[s])."""
+    if v_frames is not None:   # a batch-shared mask counts once per sequence
+        allowed = allowed.expand(v_frames.shape[1], *allowed.shape[1:])
     n_pairs, _, queries_per_key = _allowed_counts(allowed, heads)
     if timesteps is None:
         meter.add(kind, mac=n_pairs * head_dim, rw_bits=32 * 3 * n_pairs)
         return
-    pa = p_frames.to(torch.float32)       # softmax outputs are >= 0: their frames are the magnitudes
     va = v_frames.abs().to(torch.float32)
     kv_heads = va.shape[2]
     groups = heads // kv_heads
-    n_out = float(pa.shape[1] * heads * pa.shape[3] * head_dim)
+    if p_columns is None:   # softmax outputs are >= 0: their frames are the magnitudes
+        p_columns = p_frames.to(torch.float32).sum(-2)
+    n_out = float(p_columns.shape[1] * heads * allowed.shape[-2] * head_dim)
     v_rows = va.sum(-1)                                            # [T, B, Hkv, S]
     qpk = queries_per_key if allowed.shape[1] == 1 else _grouped(queries_per_key[None], kv_heads)[0].sum(2)
     term_v = (v_rows * qpk * (groups if allowed.shape[1] == 1 else 1)).sum(dtype=torch.float64)
-    p_per_key = _grouped(pa, kv_heads).sum(dim=(3, 4))                       # [T, B, Hkv, S]
+    p_per_key = _grouped(p_columns.to(torch.float32), kv_heads).sum(3)      # [T, B, Hkv, S]
     term_both = (p_per_key * v_rows).sum(dtype=torch.float64)
     nnz_p = float(p_per_key.sum(dtype=torch.float64))
     meter.add(kind, mac=2 * timesteps * n_out, ac=nnz_p * head_dim + term_v + term_both,

@@ -52,7 +52,9 @@ def test_fused_and_timestep_agree_on_logits_and_counts(arch):
     spikes_f = {k: v.spikes for k, v in meters["fused"].sites.items()}
     spikes_t = {k: v.spikes for k, v in meters["timestep"].sites.items()}
     assert abs(sum(spikes_f.values()) - sum(spikes_t.values())) <= 1e-4 * sum(spikes_f.values())
-    assert all(abs(spikes_f[k] - spikes_t[k]) <= 3 for k in spikes_f), (spikes_f, spikes_t)
+    # per site: a flip in one layer moves the next layers' inputs by an ulp too (qwen2 with tau headroom:
+    # up to ~1e-3 of a layer-1 site's spikes; the float64 test below has none)
+    assert all(abs(spikes_f[k] - spikes_t[k]) <= max(3, 1e-3 * spikes_f[k]) for k in spikes_f), (spikes_f, spikes_t)
     # every site fired and was counted: full coverage, both gate-product operands included
     expected = {f"layers.{i}.{s}" for i in range(2) for s in LAYER_SITE_TYPES} | {"head_in"}
     assert set(f["site_firing_rate"]) == expected
@@ -196,8 +198,9 @@ def test_config_validation():
     with pytest.raises(ValueError, match="sums to"):
         slm.SpikingConfig(timesteps=8, allocation=(2, 2))
     assert slm.SpikingConfig().sites == ALL_SITE_TYPES
-    with pytest.raises(ValueError, match="tau_headroom must be >= 1"):
+    with pytest.raises(ValueError, match="tau_headroom must be 'auto' or a number >= 1"):
         slm.SpikingConfig(tau_headroom=0.9)
+    assert slm.SpikingConfig(timesteps=6).headroom == 1.0 and slm.SpikingConfig(timesteps=8).headroom == 1.5
     with pytest.raises(ValueError, match="unknown headroom site types"):
         slm.SpikingConfig(headroom_sites=("up", "bogus"))
     old = {k: v for k, v in slm.SpikingConfig().to_dict().items() if k not in ("tau_headroom", "headroom_sites")}
@@ -223,6 +226,18 @@ def test_tau_headroom_codes_values_above_the_calibration_maximum():
     for name, tau in taus[1.0].items():
         factor = 1.5 if name.rsplit(".", 1)[-1] in slm.SpikingConfig().headroom_sites else 1.0
         assert torch.allclose(taus[1.5][name], factor * tau), name
+
+
+def test_calibration_renormalizes_for_another_recipe_without_a_forward():
+    from spiking_lm_plugin.conversion import calibrate
+
+    windows = random_windows(256)
+    calib = calibrate(tiny_model(), tiny_config(timesteps=6), windows, show_progress=False)   # auto: no headroom
+    again = calib.for_config(tiny_config(timesteps=8))                                         # auto: 1.5
+    fresh = calibrate(tiny_model(), tiny_config(timesteps=8), windows, show_progress=False)
+    assert torch.equal(again.samples, fresh.samples)
+    assert all(torch.equal(again.taus[n], fresh.taus[n]) for n in calib.site_names)
+    assert not torch.equal(again.samples, calib.samples) and again.prefix == calib.prefix
 
 
 def test_bf16_conversion_runs():

@@ -1,5 +1,7 @@
 """Energy counting on hand-checkable cases (paper eq. 18 with the DESIGN rules)."""
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -70,30 +72,43 @@ def test_read_write_model_adds_energy():
     assert rw.energy_j() > plain.energy_j() and rw.summary()["read_write"]
 
 
-def test_grouped_attention_counts_match_brute_force():
-    """GQA: 4 query heads read 2 key/value heads; counts equal an explicit sum over every (t, h, l, s, d)."""
+def _masks(L: int, B: int) -> dict[str, torch.Tensor]:
+    causal = torch.tril(torch.ones(L, L, dtype=torch.bool))
+    padded = causal[None].repeat(B, 1, 1)
+    padded[1, :, :2] = False                       # batch 1 left-padded by 2: still one run of keys per row
+    holed = causal.clone()
+    holed[3:, 1] = False                           # a hidden key inside the run: not an interval
+    return {"causal": causal.view(1, 1, L, L), "left-padded": padded.view(B, 1, L, L),
+            "holed": holed.view(1, 1, L, L), "per-head": causal[None, None].repeat(B, 4, 1, 1)}
+
+
+@pytest.mark.parametrize("mask", ["causal", "left-padded", "holed", "per-head"])
+def test_grouped_attention_counts_match_brute_force(mask):
+    """GQA: 4 query heads read 2 key/value heads; counts equal an explicit sum over every (t, b, h, l, s, d),
+    for interval masks (prefix sums) and others (explicit products), from frames or column counts."""
     gen = torch.Generator().manual_seed(0)
-    T, B, H, Hkv, L, D = 3, 1, 4, 2, 5, 3
+    T, B, H, Hkv, L, D = 3, 2, 4, 2, 5, 3
     q = (torch.rand(T, B, H, L, D, generator=gen) < 0.4).float()
     k = (torch.rand(T, B, Hkv, L, D, generator=gen) < 0.4).float()
     v = (torch.rand(T, B, Hkv, L, D, generator=gen) < 0.4).float()
-    allowed = torch.tril(torch.ones(L, L, dtype=torch.bool)).view(1, 1, L, L)
-    p = (torch.rand(T, B, H, L, L, generator=gen) < 0.5).float() * allowed
+    allowed = _masks(L, B)[mask]
+    full = allowed.expand(B, H, L, L)
+    p = (torch.rand(T, B, H, L, L, generator=gen) < 0.5).float() * full
     kv = lambda h: h // (H // Hkv)  # noqa: E731
     qk_ac = pv_ac = 0.0
-    for t in range(T):
-        for h in range(H):
-            for l in range(L):
-                for s in range(L):
-                    if not allowed[0, 0, l, s]:
-                        continue
-                    for d in range(D):
-                        qk_ac += q[t, 0, h, l, d] + k[t, 0, kv(h), s, d] + q[t, 0, h, l, d] * k[t, 0, kv(h), s, d]
-                        pv_ac += p[t, 0, h, l, s] + v[t, 0, kv(h), s, d] + p[t, 0, h, l, s] * v[t, 0, kv(h), s, d]
+    for t, b, h, l, s in itertools.product(range(T), range(B), range(H), range(L), range(L)):
+        if not full[b, h, l, s]:
+            continue
+        for d in range(D):
+            qk_ac += q[t, b, h, l, d] + k[t, b, kv(h), s, d] + q[t, b, h, l, d] * k[t, b, kv(h), s, d]
+            pv_ac += p[t, b, h, l, s] + v[t, b, kv(h), s, d] + p[t, b, h, l, s] * v[t, b, kv(h), s, d]
+    assert (energy._intervals(allowed) is not None) == (mask in ("causal", "left-padded"))
     meter = EnergyMeter()
     energy.count_scores(meter, "qk", q, k, allowed, heads=H, head_dim=D, timesteps=T)
     energy.count_attn_values(meter, "pv", p, v, allowed, heads=H, head_dim=D, timesteps=T)
     assert meter.by_kind["qk"][1] == pytest.approx(float(qk_ac))
     assert meter.by_kind["pv"][1] == pytest.approx(float(pv_ac))
-    pairs = int(allowed.sum()) * H
-    assert meter.ann_mac == 2 * pairs * D
+    assert meter.ann_mac == 2 * int(full.sum()) * D
+    columns = EnergyMeter()
+    energy.count_attn_values(columns, "pv", None, v, allowed, heads=H, head_dim=D, timesteps=T, p_columns=p.sum(-2))
+    assert columns.by_kind["pv"] == pytest.approx(meter.by_kind["pv"])

@@ -79,6 +79,7 @@ class SpikingAttention(SpikingBlock):
         ks_rep, vs_rep = (ks.map(repeat), vs.map(repeat)) if timestep else (ks.map_value(repeat), vs.map_value(repeat))
 
         allowed = allowed_pairs(attention_mask, q_len, k_len, hidden_states.device)
+        allowed = allowed.expand(bsz, *allowed.shape[1:])    # energy counts are per sequence
         if attention_mask is None or attention_mask.dtype == torch.bool:
             additive = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
         else:
@@ -94,10 +95,13 @@ class SpikingAttention(SpikingBlock):
             probs = nonlinearity_steps(softmax, product_steps(qs, ks_rep, qk)).sum(0).to(q.dtype)
         else:
             probs = softmax(product(qs, ks_rep, qk, timestep=False))
-        ps = self._site("softmax", probs.unsqueeze(-1), need).squeeze_last()
+        if meter is not None and not timestep:   # the P V count needs column sums only, not T full maps
+            ps = self._site_columns("softmax", probs)
+        else:
+            ps = self._site("softmax", probs.unsqueeze(-1), need).squeeze_last()
         if meter is not None:
             energy.count_attn_values(meter, "pv", ps.frames, vs.frames, allowed, self.num_heads, self.head_dim,
-                                     None if ps.analog else ps.d.numel())
+                                     None if ps.analog else ps.d.numel(), p_columns=ps.columns)
         out = product(ps, vs_rep, torch.matmul, timestep)
         out = out.transpose(1, 2).reshape(bsz, q_len, -1).contiguous()
         o = self._site("o_in", out, need_frames=False)

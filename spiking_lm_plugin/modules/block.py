@@ -27,6 +27,15 @@ class SpikingBlock(nn.Module):
             meter.record_site(self.sites[name].name, spikes.events, x.numel(), spikes.d.numel())
         return spikes
 
+    def _site_columns(self, name: str, x: torch.Tensor) -> Spikes:
+        """A metered fused map site (softmax): the value plus per-step column counts instead of frames."""
+        site = self.sites[name]
+        spikes = site.code_with_columns(x)
+        meter = self._meter()
+        if meter is not None and not spikes.analog:
+            meter.record_site(site.name, spikes.events, x.numel(), spikes.d.numel())
+        return spikes
+
     def _count_linear(self, proj: nn.Linear, spikes: Spikes, kind: str, tokens: int) -> None:
         meter = self._meter()
         if meter is not None:

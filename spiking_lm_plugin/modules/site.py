@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..fitting.reservoir import SiteReservoir
-from ..neurons.kernels import site_code, site_frames
+from ..neurons.kernels import site_code, site_columns, site_frames
 from ..runtime import SpikingRuntime
 
 
@@ -22,6 +22,7 @@ class Spikes:
     d: torch.Tensor | None = None
     tau: torch.Tensor | None = None
     events: torch.Tensor | None = None   # number of nonzero spikes (scalar), None when analog
+    columns: torch.Tensor | None = None  # spikes per step and key column [T, ..., S] (softmax map, metered)
 
     @property
     def analog(self) -> bool:
@@ -95,6 +96,15 @@ class SpikeSite(nn.Module):
             return Spikes(value, frames, self.d, self.tau.to(x.dtype), events)
         value, events = site_code(*args)
         return Spikes(value, None, self.d, self.tau.to(x.dtype), events)
+
+    def code_with_columns(self, x: torch.Tensor) -> Spikes:
+        """Fused SN(x) of a map [..., L, S] plus its spike counts per step and column (energy counting of
+        P V without the T full frames). Analog when the site is off."""
+        if not self.runtime.spiking or not self.ready:
+            return Spikes(x)
+        args = (self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.max_spikes)
+        value, events = site_code(x[..., None], *args)      # the same kernel as the unmetered path
+        return Spikes(value[..., 0], None, self.d, self.tau.to(x.dtype), events, site_columns(x, *args))
 
     def extra_repr(self) -> str:
         return f"{self.name}, channels={self.channels}, T={self.timesteps}, tau={'channel' if self.tau.numel() > 1 else 'tensor'}"

@@ -51,6 +51,21 @@ def _site_frames(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: tor
     return (sign * tau * code).to(x.dtype), stacked.to(x.dtype), stacked.abs().sum()
 
 
+def _site_columns(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
+                  v0: torch.Tensor, levels: int, max_spikes: int):
+    """For a map ``x`` [M, L, S] (the softmax output): the spikes per key column and step [T, M, S], what
+    the P V energy count needs, without the T full frames. The value comes from :func:`_site_code`, so
+    metering never changes the model's output."""
+    xf = x if x.dtype == torch.float64 else x.float()
+    v = xf.abs() / tau + v0
+    fired = None
+    columns = []
+    for t in range(theta.shape[0]):
+        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
+        columns.append(s.sum(1))
+    return torch.stack(columns)
+
+
 _compiled: dict[str, object] = {}
 _compile_failed = False
 
@@ -106,3 +121,12 @@ def site_frames(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None
     value, frames, events = _call("frames", _site_frames, _as_rows(x), _channel_tau(tau, x), theta, h, d, v0, levels,
                                   max_spikes or 0)
     return value.view(x.shape), frames.view(-1, *x.shape), events
+
+
+def site_columns(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None):
+    """``x`` [..., L, S] of a one-channel site: spike counts per step and key column [T, ..., S]."""
+    if tau.numel() != 1:
+        raise ValueError("column counts are for one-channel (per-tensor tau) sites")
+    rows = x.contiguous().view(-1, x.shape[-2], x.shape[-1])
+    columns = _call("columns", _site_columns, rows, tau.reshape(1), theta, h, d, v0, levels, max_spikes or 0)
+    return columns.view(-1, *x.shape[:-2], x.shape[-1])
