@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Regenerate every table of docs/BENCHMARKS.md (CPU; about 40 minutes on 2 cores).
+# Regenerate every table of docs/BENCHMARKS.md (CPU; about 90 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export PYTHONPATH=bench
-$PY bench/quality.py --timesteps 6 8 --eval-tokens 4096
-$PY bench/perplexity.py --timesteps 6 8 --rotations online
+$PY bench/quality.py --timesteps 6 8 10 --eval-tokens 4096
+$PY bench/ablation.py
+$PY bench/accuracy.py
 $PY bench/fit_throughput.py
 $PY bench/speed.py
 $PY bench/energy.py
