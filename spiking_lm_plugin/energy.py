@@ -146,15 +146,17 @@ def count_linear(meter: EnergyMeter, kind: str, events, tokens: int, in_features
 
 
 def count_elementwise_product(meter: EnergyMeter, kind: str, a_frames, b_frames, numel: int,
-                              timesteps: int | None, a_events=None, b_events=None) -> None:
+                              timesteps: int | None, a_events=None, b_events=None, both=None) -> None:
     """SiLU(gate) * up: n_A = n_B = 1, AC = nnz(A_t) + nnz(B_t) + nnz(A_t and B_t) summed over t.
-    ``*_events``: the operands' spike counts when the caller already has them (saves two passes)."""
+    ``*_events`` / ``both``: the operands' spike counts and coincidences when the caller already has them
+    (then no frames are needed)."""
     if timesteps is None:
         meter.add(kind, mac=numel, rw_bits=32 * 3 * numel)
         return
     na = nnz(a_frames) if a_events is None else float(a_events)
     nb = nnz(b_frames) if b_events is None else float(b_events)
-    both = torch.mul(a_frames, b_frames).abs_().sum(dtype=torch.float64)
+    if both is None:
+        both = torch.mul(a_frames, b_frames).abs_().sum(dtype=torch.float64)
     meter.add(kind, mac=2 * timesteps * numel, ac=na + nb + both, rw_bits=float(na + nb) + 32 * numel,
               ann_mac=numel, ann_rw_bits=32 * 3 * numel)
 

@@ -13,6 +13,7 @@ from .. import energy
 from ..hadamard import fast_hadamard
 from ..runtime import SpikingRuntime
 from .block import SpikingBlock
+from ..neurons.kernels import coincidences
 from .site import SpikeSite
 from .spike_ops import nonlinearity_steps, product
 
@@ -38,7 +39,6 @@ class SpikingMLP(SpikingBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         meter = self._meter()
         timestep = self.runtime.timestep
-        need = meter is not None or timestep
         tokens = x.numel() // x.shape[-1]
         if meter is not None:
             energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", x.numel())
@@ -49,12 +49,18 @@ class SpikingMLP(SpikingBlock):
         else:
             act = F.silu(self._linear(self.gate_proj, xs, "gate_proj", tokens))
         up = self._linear(self.up_proj, xs, "up_proj", tokens)
-        a = self._site("gate_act", act, need)
-        b = self._site("up", up, need)
+        spiking = [self.runtime.spiking and self.sites[n].ready for n in ("gate_act", "up")]
+        # the fused count needs no frames (coincidences come from a kernel) unless one operand is analog
+        frames = timestep or (meter is not None and spiking[0] != spiking[1])
+        a = self._site("gate_act", act, frames)
+        b = self._site("up", up, frames)
         if meter is not None:
             energy.count_nonlinear(meter, "silu", "silu", act.numel())
+            both = None
+            if all(spiking) and not timestep:
+                both = coincidences(act, self.sites["gate_act"], up, self.sites["up"])
             energy.count_elementwise_product(meter, "gate_product", a.frames, b.frames, act.numel(),
-                                             None if a.analog else a.d.numel(), a.events, b.events)
+                                             None if a.analog else a.d.numel(), a.events, b.events, both)
         prod = product(a, b, torch.mul, timestep)
         if self.online_hadamard:
             prod = fast_hadamard(prod)

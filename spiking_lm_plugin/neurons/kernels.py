@@ -66,6 +66,22 @@ def _site_columns(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: to
     return torch.stack(columns)
 
 
+def _coincidences(xa: torch.Tensor, tau_a: torch.Tensor, theta_a: torch.Tensor, h_a: torch.Tensor, v0_a: torch.Tensor,
+                  xb: torch.Tensor, tau_b: torch.Tensor, theta_b: torch.Tensor, h_b: torch.Tensor, v0_b: torch.Tensor,
+                  levels: int, max_spikes: int):
+    """sum_t |s_a(t)| |s_b(t)| of two same-shape sites (the nnz(A_t and B_t) term of an elementwise spike
+    product), without their T frames."""
+    va = (xa if xa.dtype == torch.float64 else xa.float()).abs() / tau_a + v0_a
+    vb = (xb if xb.dtype == torch.float64 else xb.float()).abs() / tau_b + v0_b
+    fired_a = fired_b = None
+    both = torch.zeros_like(va)
+    for t in range(theta_a.shape[0]):
+        sa, va, fired_a = fire(va, theta_a[t], h_a[t], fired_a, levels, max_spikes)
+        sb, vb, fired_b = fire(vb, theta_b[t], h_b[t], fired_b, levels, max_spikes)
+        both = both + sa * sb
+    return both.sum(dtype=torch.float64)
+
+
 _compiled: dict[str, object] = {}
 _compile_failed = False
 
@@ -130,3 +146,14 @@ def site_columns(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | Non
     rows = x.contiguous().view(-1, x.shape[-2], x.shape[-1])
     columns = _call("columns", _site_columns, rows, tau.reshape(1), theta, h, d, v0, levels, max_spikes or 0)
     return columns.view(-1, *x.shape[:-2], x.shape[-1])
+
+
+def coincidences(xa, site_a, xb, site_b) -> torch.Tensor:
+    """Spike coincidences of two sites (``SpikeSite``-like: tau, theta, h, v0, levels, max_spikes) on
+    same-shape inputs."""
+    if site_a.theta.numel() != site_b.theta.numel():
+        raise ValueError("coincidences need two sites with the same number of steps")
+    args = [_as_rows(xa), _channel_tau(site_a.tau, xa), site_a.theta, site_a.h, site_a.v0,
+            _as_rows(xb), _channel_tau(site_b.tau, xb), site_b.theta, site_b.h, site_b.v0,
+            site_a.levels, site_a.max_spikes or 0]
+    return _call("coincidences", _coincidences, *args)
