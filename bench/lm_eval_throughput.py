@@ -6,6 +6,7 @@ as ratios measured in one run on the same documents.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import lm_eval
@@ -16,7 +17,7 @@ from spiking_lm_plugin.assets import resolve_model
 from spiking_lm_plugin.cli import tasks_dir
 from spiking_lm_plugin.lm_eval_model import SpikingHFLM
 
-from _common import write
+from _common import OUT, write
 
 TASK = "spiking_enwiki_ppl_short"
 
@@ -33,6 +34,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--docs", type=int, default=4)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="recompute these rows only (hf is always rerun: ratios come from one run) and keep "
+                             "the others of bench/results/lm_eval_throughput.json")
     args = parser.parse_args()
     path = resolve_model("smollm2-135m")
     variants = [
@@ -45,14 +49,28 @@ def main() -> None:
     ]
     rows = []
     for label, make in variants:
+        if args.variants and label != "hf" and label not in args.variants:
+            continue
         lm = make()
         run(lm, 1)                                  # warm-up: kernel compilation, caches
         seconds, ppl = run(lm, args.docs)
         rows.append({"model": label, "seconds": seconds, "word ppl": ppl})
         print(rows[-1], flush=True)
-    for row in rows:
-        row["throughput vs hf"] = rows[0]["seconds"] / row["seconds"]
-    write("lm_eval_throughput", rows, {"task": TASK, "docs": args.docs})
+    meta = {"task": TASK, "docs": args.docs}
+    previous = OUT / "lm_eval_throughput.json"
+    if args.variants and previous.is_file():   # keep the other rows, each with the ratio of its own run
+        fresh = {r["model"] for r in rows}
+        kept = [r for r in json.loads(previous.read_text())["rows"] if r["model"] not in fresh]
+        for row in rows:
+            row["throughput vs hf"] = rows[0]["seconds"] / row["seconds"]
+        order = [label for label, _ in variants]
+        rows = sorted(rows + kept, key=lambda r: order.index(r["model"]))
+        meta.update(command=f"python bench/lm_eval_throughput.py --checkpoint {args.checkpoint}",
+                    rows_refreshed=args.variants)
+    else:
+        for row in rows:
+            row["throughput vs hf"] = rows[0]["seconds"] / row["seconds"]
+    write("lm_eval_throughput", rows, meta)
 
 
 if __name__ == "__main__":

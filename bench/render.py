@@ -40,7 +40,9 @@ SECTIONS = [
      "Counted from the spikes fired (DESIGN rules, `spiking_lm_plugin/energy.py`); E_MAC 4.6 pJ, E_AC 0.9 pJ; "
      "read/write: 5 pJ per 32 bits moved, a spike 1/32 of that. The paper (LLaMA-3-8B, T=6, one sample): "
      "ANN 3912.08G MAC = 18.00 J; spiking 15.87G MAC + 11521.88G AC = 10.44 J (42% saving). Ours counts the "
-     "per-step output scaling as MACs and every spike's full fan-out (lm_head: 49,152 ACs per spike)."),
+     "per-step output scaling as MACs and every spike's full fan-out (lm_head: 49,152 ACs per spike). T = 8 "
+     "uses tau headroom (fewer spikes than tau = max: 0.210 vs 0.225 firing rate); T = 6 does not. The early-spike "
+     "mask of the paper's Appendix D.7 is not modelled (DESIGN names it without an equation)."),
     ("fit_throughput", "Fitting throughput and neuron error on real SmolLM2 activations",
      "All 301 sites as one batched problem (16,384 samples each, 240 Adam steps of 4,096-sample minibatches). "
      "Target: the whole SmolLM2 fit under 60 s on 2 CPU cores. Paper: ~2 min per model on an A100."),
@@ -50,11 +52,15 @@ SECTIONS = [
      "includes the prefix search (~7 s) and runs every window after the prefix KV."),
     ("lm_eval_throughput", "lm-eval throughput: hf vs spiking-hf",
      "Same 4 documents of `spiking_enwiki_ppl_short`, after a warm-up document. Target: fused >= 0.7x hf. "
-     "The energy meter's exact activation-activation counts (per-step products of Q/K/P/V frames) are the "
-     "difference between the two fused rows. Fused and timestep word perplexities differ by ~0.4%: in fp32 the "
-     "two executions round differently and a few spikes at a threshold flip (float64: identical, see the tests)."),
+     "The energy meter's exact activation-activation counts are the difference between the two fused rows "
+     "(P V from per-step column sums of the softmax spikes, Q K^T from prefix sums over keys, gate-product "
+     "coincidences from a kernel; none of them materializes T full maps). In fp32 the fused and timestep "
+     "executions round differently and a few spikes at a threshold flip (float64: identical, see the tests)."),
     ("scale", "Conversion cost vs model size (random-weight LLaMA configs, CPU)",
-     "How calibration forward and fitting grow with the model: 4,096 calibration tokens each."),
+     "How calibration forward and fitting grow with the model: 4,096 calibration tokens each, default recipe "
+     "(random weights have no outlier tokens, so the prefix search finds none). The calibration forward grows "
+     "with parameters x tokens; the fit with the number of sites (10 per layer) only. No GPU was lent, so the "
+     "7B-shaped H100 row is missing."),
 ]
 
 
