@@ -43,7 +43,8 @@ def main() -> None:
     calib = calibrate(model, base, tokenizer=tokenizer)
     rows = [{"T": "-", "method": "ANN", "ppl": ann, "vs ANN": 0.0, "fit s": 0.0}]
     for T in args.timesteps:
-        calib_t = calib.for_config(slm.SpikingConfig(**{**base.to_dict(), "timesteps": T}))  # headroom "auto" depends on T
+        # tau headroom "auto" depends on T: re-normalize the shared calibration for it
+        calib_t = calib.for_config(slm.SpikingConfig(**{**base.to_dict(), "timesteps": T}))
         for label, preset, grains, extra in METHODS:
             if args.methods and label not in args.methods:
                 continue

@@ -27,7 +27,8 @@ SECTIONS = [
      "leaves the fit unchanged). Target (issue #7): within 2% at T = 8 and 8% at T = 6. The paper, all on: "
      "LLaMA-3-8B +3% (T = 8), +31% (T = 6); LLaMA-2-7B +23%, +123%."),
     ("accuracy", "Zero-shot multiple-choice accuracy through lm-eval",
-     "Measured before tau headroom (T = 8 then had +4% perplexity, now +1.6%). `spiking_enwiki_cloze`: 200 questions built from held-out enwiki-excerpt articles (two sentences of "
+     "Measured before tau headroom (T = 8 then had +4% perplexity, now +1.6%). `spiking_enwiki_cloze`: 200 "
+     "questions built from held-out enwiki-excerpt articles (two sentences of "
      "context, the true next sentence among four; chance 25%), evaluated by lm-eval's own evaluator with "
      "`hf` and `spiking-hf` (default recipe). `acc stderr` is lm-eval's bootstrap standard error. The `eval s` "
      "column is not a speed measurement (the ANN row shared the 2 cores with another run); see the lm-eval "

@@ -68,7 +68,8 @@ class ActivationDataModule(pl.LightningDataModule):
                              for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
         recipe = {k: v for k, v in self.config.to_dict().items()
                   if k in ("calibration_text", "calibration_tokens", "sequence_length", "samples_per_site",
-                           "sites", "tau", "tau_headroom", "headroom_sites", "rotation", "prefix", "prefix_eta", "prefix_max_tokens", "seed")}
+                           "sites", "tau", "tau_headroom", "headroom_sites", "rotation", "prefix", "prefix_eta",
+                           "prefix_max_tokens", "seed")}
         blob = json.dumps({"model": path, "weights": weights, "recipe": recipe, "dtype": self.hparams.dtype,
                            "format": 1}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]

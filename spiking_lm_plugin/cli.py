@@ -66,7 +66,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     config = SpikingConfig(
         timesteps=args.timesteps, grains=args.grains, neuron=args.neuron, allocation=_parse_allocation(args.allocation),
-        tau=args.tau, tau_headroom=_parse_headroom(args.tau_headroom), rotation=args.rotation, sites=tuple(args.sites.split(",")) if args.sites else ALL_SITE_TYPES,
+        tau=args.tau, tau_headroom=_parse_headroom(args.tau_headroom), rotation=args.rotation,
+        sites=tuple(args.sites.split(",")) if args.sites else ALL_SITE_TYPES,
         calibration_text=args.calibration_text, calibration_tokens=args.calibration_tokens,
         sequence_length=args.sequence_length, batch_size=args.batch_size, samples_per_site=args.samples_per_site,
         fit=FitConfig(rounds=args.rounds, threshold_steps=args.threshold_steps, base_steps=args.base_steps,

@@ -87,7 +87,8 @@ class SpikingConfig:
         if self.tau not in ("channel", "tensor"):
             raise ValueError(f"tau must be 'channel' or 'tensor', got {self.tau!r}")
         self.sites = validate_site_types(self.sites)
-        if self.tau_headroom != "auto" and not (isinstance(self.tau_headroom, (int, float)) and self.tau_headroom >= 1.0):
+        numeric = isinstance(self.tau_headroom, (int, float)) and not isinstance(self.tau_headroom, bool)
+        if self.tau_headroom != "auto" and not (numeric and self.tau_headroom >= 1.0):
             raise ValueError("tau_headroom must be 'auto' or a number >= 1 (1 = tau is the calibration maximum), "
                              f"got {self.tau_headroom!r}")
         self.headroom_sites = tuple(self.headroom_sites)

@@ -96,12 +96,12 @@ def test_grouped_attention_counts_match_brute_force(mask):
     p = (torch.rand(T, B, H, L, L, generator=gen) < 0.5).float() * full
     kv = lambda h: h // (H // Hkv)  # noqa: E731
     qk_ac = pv_ac = 0.0
-    for t, b, h, l, s in itertools.product(range(T), range(B), range(H), range(L), range(L)):
-        if not full[b, h, l, s]:
+    for t, b, h, row, s in itertools.product(range(T), range(B), range(H), range(L), range(L)):
+        if not full[b, h, row, s]:
             continue
         for d in range(D):
-            qk_ac += q[t, b, h, l, d] + k[t, b, kv(h), s, d] + q[t, b, h, l, d] * k[t, b, kv(h), s, d]
-            pv_ac += p[t, b, h, l, s] + v[t, b, kv(h), s, d] + p[t, b, h, l, s] * v[t, b, kv(h), s, d]
+            qk_ac += q[t, b, h, row, d] + k[t, b, kv(h), s, d] + q[t, b, h, row, d] * k[t, b, kv(h), s, d]
+            pv_ac += p[t, b, h, row, s] + v[t, b, kv(h), s, d] + p[t, b, h, row, s] * v[t, b, kv(h), s, d]
     assert (energy._intervals(allowed) is not None) == (mask in ("causal", "left-padded"))
     meter = EnergyMeter()
     energy.count_scores(meter, "qk", q, k, allowed, heads=H, head_dim=D, timesteps=T)
