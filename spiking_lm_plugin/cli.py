@@ -55,7 +55,7 @@ def _parse_headroom(value: str) -> str | float:
     try:
         return float(value)
     except ValueError:
-        raise SystemExit(f"--tau-headroom: expected 'auto' or a number >= 1, got {value!r}") from None
+        raise ValueError(f"--tau-headroom must be 'auto' or a number >= 1, got {value!r}") from None
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -28,11 +28,13 @@ def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
     out = tmp_path / "ckpt"
     proc = run(BIN / "spiking-lm", "convert", "--model", tiny_model_dir, "--out", out, "-T", "6", "--grains", "3",
                "--calibration-tokens", "1024", "--sequence-length", "128", "--samples-per-site", "2048",
-               "--rounds", "1", "--threshold-steps", "4", "--base-steps", "2", "--prefix", "5,7", "--quiet")
+               "--rounds", "1", "--threshold-steps", "4", "--base-steps", "2", "--prefix", "5,7", "--tau-headroom", "1.25",
+               "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rel. MSE" in proc.stderr + proc.stdout and "q" in proc.stderr + proc.stdout
     meta = json.loads((out / "spiking_config.json").read_text())
     assert meta["config"]["timesteps"] == 6 and meta["neuron"]["allocation"] == [2, 2, 2]
+    assert meta["config"]["tau_headroom"] == 1.25
     assert meta["fit"]["load_s"] > 0 and meta["fit"]["calibrate_s"] > 0 and meta["fit"]["fit_s"] > 0
     info = run(BIN / "spiking-lm", "info", out)
     assert info.returncode == 0 and json.loads(info.stdout)["sites"] == 21
@@ -44,6 +46,8 @@ def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
     (["-T", "2", "--grains", "3"], "more grains (3) than time steps"),
     (["--allocation", "2,2"], "sums to 4, not T=8"),
     (["--prefix", "x,y"], "--prefix must be 'auto', 'none' or comma-separated token ids"),
+    (["--tau-headroom", "lots"], "--tau-headroom must be 'auto' or a number >= 1"),
+    (["--tau-headroom", "0.5"], "tau_headroom must be 'auto' or a number >= 1"),
 ])
 def test_convert_rejects_bad_input_cleanly(tmp_path, args, message):
     proc = run(BIN / "spiking-lm", "convert", "--model", tmp_path / "missing", "--out", tmp_path / "o", *args)
