@@ -19,7 +19,8 @@ SECTIONS = [
     ("ablation", "Outlier handling, one feature at a time (issues #4, #7)",
      "SmolLM2-135M, multi-grain 2, all 301 sites, 20,480 held-out enwiki-excerpt tokens. `all off`: no "
      "rotation, no prefix, per-tensor tau = max, no layer-wise calibration; each `+` row switches one feature "
-     "on; `all on, no layer-wise` is the default recipe (rotation, prefix, per-channel tau, tau headroom `auto`: 1.5 at T >= 8, none at T = 6). "
+     "on; `all on, no layer-wise` is the default recipe (rotation, prefix, per-channel tau, tau headroom "
+     "`auto`: 1.5 at T >= 8, none at T = 6). "
      "`prefix` lists the prefix token ids the conversion chose. The ANN row is the plain base model (no "
      "prefix). Tau headroom only pays with per-channel tau: on per-tensor tau (`+ tau headroom`) the outlier "
      "channels already set a huge tau and the extra range costs resolution everywhere. Rows other than the "
