@@ -28,12 +28,11 @@ SECTIONS = [
      "leaves the fit unchanged). Target (issue #7): within 2% at T = 8 and 8% at T = 6. The paper, all on: "
      "LLaMA-3-8B +3% (T = 8), +31% (T = 6); LLaMA-2-7B +23%, +123%."),
     ("accuracy", "Zero-shot multiple-choice accuracy through lm-eval",
-     "Measured before tau headroom (T = 8 then had +4% perplexity, now +1.6%). `spiking_enwiki_cloze`: 200 "
-     "questions built from held-out enwiki-excerpt articles (two sentences of "
+     "`spiking_enwiki_cloze`: 200 questions built from held-out enwiki-excerpt articles (two sentences of "
      "context, the true next sentence among four; chance 25%), evaluated by lm-eval's own evaluator with "
-     "`hf` and `spiking-hf` (default recipe). `acc stderr` is lm-eval's bootstrap standard error. The `eval s` "
-     "column is not a speed measurement (the ANN row shared the 2 cores with another run); see the lm-eval "
-     "throughput table."),
+     "`hf` and `spiking-hf` (default recipe, energy meter on). `acc stderr` is lm-eval's bootstrap standard "
+     "error: every difference here is well inside it. The `eval s` column is not a throughput measurement "
+     "(the spiking runs include kernel compilation); see the lm-eval throughput table."),
     ("quality_tau_surrogate", "The same grid with the surrogate width in units of tau (superseded)",
      "Why the surrogate is now scaled per step: with one width for all steps, T = 8 fits had 2x the sample "
      "error of the per-step surrogate and +25% perplexity (T = 8 came out worse than T = 6). Kept for the "
