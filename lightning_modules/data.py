@@ -47,14 +47,15 @@ class ActivationDataModule(pl.LightningDataModule):
                  calibration_tokens: int = 16384, sequence_length: int = 512, batch_size: int = 4,
                  samples_per_site: int = 16384, sites: list[str] | None = None, tau: str = "channel",
                  tau_headroom: float = 1.5, rotation: str = "online", prefix: str | list[int] = "auto",
-                 batch_samples: int = 4096, device: str = "cpu", dtype: str = "float32",
+                 exclude_outlier_tokens: bool = True, batch_samples: int = 4096, device: str = "cpu", dtype: str = "float32",
                  device_map: str | None = None, cache: bool = True, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.config = SpikingConfig(calibration_text=calibration_text, calibration_tokens=calibration_tokens,
                                     sequence_length=sequence_length, batch_size=batch_size,
                                     samples_per_site=samples_per_site, sites=tuple(sites or ALL_SITE_TYPES),
-                                    tau=tau, tau_headroom=tau_headroom, rotation=rotation, prefix=prefix, seed=seed)
+                                    tau=tau, tau_headroom=tau_headroom, rotation=rotation, prefix=prefix,
+                                    exclude_outlier_tokens=exclude_outlier_tokens, seed=seed)
         self.calibration: Calibration | None = None
         self.model_info: dict = {}
         self.cache_hit = False
@@ -69,7 +70,7 @@ class ActivationDataModule(pl.LightningDataModule):
         recipe = {k: v for k, v in self.config.to_dict().items()
                   if k in ("calibration_text", "calibration_tokens", "sequence_length", "samples_per_site",
                            "sites", "tau", "tau_headroom", "headroom_sites", "rotation", "prefix", "prefix_eta",
-                           "prefix_max_tokens", "seed")}
+                           "prefix_max_tokens", "exclude_outlier_tokens", "seed")}
         blob = json.dumps({"model": path, "weights": weights, "recipe": recipe, "dtype": self.hparams.dtype,
                            "format": 1}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]

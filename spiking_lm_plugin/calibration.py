@@ -31,8 +31,13 @@ def token_windows(tokenizer, texts: Iterable[str], tokens: int, sequence_length:
 
 @torch.no_grad()
 def record_activations(model: nn.Module, windows: torch.Tensor, site_names: list[str], capacity: int,
-                       batch_size: int = 4, seed: int = 0, show_progress: bool = True) -> dict[str, SiteReservoir]:
-    """Run the ANN over ``windows`` and return a bounded reservoir per site."""
+                       batch_size: int = 4, seed: int = 0, show_progress: bool = True,
+                       outlier_eta: float | None = None) -> dict[str, SiteReservoir]:
+    """Run the ANN over ``windows`` and return a bounded reservoir per site.
+
+    ``outlier_eta``: a token whose max|x| at a down_proj input exceeds eta times the batch median is left out
+    of every site recorded after that point of the forward (its layer's down_proj input and all later
+    layers); ``model.spiking_runtime.outlier_tokens`` counts them."""
     sites = spiking_sites(model)
     runtime = model.spiking_runtime
     reservoirs = {}
@@ -40,15 +45,18 @@ def record_activations(model: nn.Module, windows: torch.Tensor, site_names: list
         reservoirs[name] = sites[name].reservoir = SiteReservoir(name, capacity, sites[name].channels, seed + i)
     previous = runtime.mode
     runtime.set_mode("record")
+    runtime.outlier_eta, runtime.outlier_tokens = outlier_eta, 0
     device = next(model.parameters()).device
     try:
         batches = list(windows.split(batch_size))
         with progress_bar("calibrating", len(batches), show_progress) as advance:
             for batch in batches:
+                runtime.record_keep = torch.ones(batch.shape, dtype=torch.bool, device=device)
                 model(input_ids=batch.to(device), use_cache=False)
                 advance()
     finally:
         runtime.set_mode(previous)
+        runtime.record_keep = runtime.outlier_eta = None
         for name in site_names:
             sites[name].reservoir = None
     return reservoirs

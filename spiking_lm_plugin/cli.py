@@ -73,6 +73,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         fit=FitConfig(rounds=args.rounds, threshold_steps=args.threshold_steps, base_steps=args.base_steps,
                       joint=args.joint, seed=args.seed),
         prefix=_parse_prefix(args.prefix), prefix_eta=args.prefix_eta,
+        exclude_outlier_tokens=not args.keep_outlier_tokens,
         layerwise=LayerwiseConfig(windows=args.layerwise_windows) if args.layerwise else None,
         seed=args.seed,
     )
@@ -91,6 +92,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
                   + (f"layer-wise {layerwise:.1f}s, " if layerwise is not None else "") + f"save {save_s:.2f}s")
     if state.prefix:
         console.print(f"prefix tokens {state.prefix} (their KV is computed once and every input runs after it)")
+    left_out = state.fit.get("prefix_search", {}).get("outlier_tokens_left_out")
+    if left_out:
+        console.print(f"{left_out} calibration token(s) still outliers after the prefix were left out of the "
+                      "calibration samples (--keep-outlier-tokens keeps them)")
     print(out)
     return 0
 
@@ -166,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "comma-separated token ids")
     c.add_argument("--prefix-eta", type=float, default=64.0,
                    help="outlier token: max|x| at a down_proj input above eta x the median")
+    c.add_argument("--keep-outlier-tokens", action="store_true",
+                   help="with a prefix, still calibrate on the rare tokens that stay outliers after it (by "
+                        "default they are left out, so they do not set every tau of the later layers)")
     c.add_argument("--layerwise", action="store_true",
                    help="after the per-site fit, tune each block's tau and threshold offsets against the ANN "
                         "block's output (slower)")

@@ -34,6 +34,11 @@ class SpikingConfig:
     prefix: ``"auto"`` (PrefixQuant: outlier tokens chosen greedily on calibration data, their KV computed
     once and every input run after them), ``"none"``, or an explicit list of token ids. ``prefix_eta``: a
     token is an outlier when its max|x| at a down_proj input exceeds eta times the median.
+    exclude_outlier_tokens: with a prefix, the rare tokens that are still outliers after it (on SmolLM2 a
+    window that starts with the prefix token itself: 3 of 16k calibration tokens, max|x| 180x the median)
+    are left out of the calibration samples and maxima from the layer where they appear on, so they do
+    not set every tau of the layers after it (they saturate instead). SmolLM2 T = 6: +13.4% -> see
+    docs/BENCHMARKS.md. Without a prefix nothing is left out (every sequence's sink would be).
     layerwise: ``None`` (off) or a :class:`LayerwiseConfig`: after the per-site fit, tune each block's
     thresholds and offsets against the ANN block's output (optional, slower).
     """
@@ -49,6 +54,7 @@ class SpikingConfig:
     prefix: Any = "auto"
     prefix_eta: float = 64.0
     prefix_max_tokens: int = 4
+    exclude_outlier_tokens: bool = True
     sites: tuple[str, ...] = ALL_SITE_TYPES
     calibration_text: str = "enwiki-excerpt"
     calibration_tokens: int = 16384
@@ -104,6 +110,13 @@ class SpikingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
+    def excludes_outliers(self) -> bool:
+        """Whether calibration leaves the residual outlier tokens out (only with a prefix)."""
+        if isinstance(self.prefix, list):
+            return self.exclude_outlier_tokens and bool(self.prefix)
+        return self.exclude_outlier_tokens and self.prefix == "auto" and self.prefix_max_tokens > 0
+
+    @property
     def headroom(self) -> float:
         """The tau headroom this config uses (``"auto"`` resolved for its T)."""
         if self.tau_headroom == "auto":
@@ -127,6 +140,7 @@ class SpikingConfig:
         data = dict(data)
         data["sites"] = tuple(data.get("sites", ALL_SITE_TYPES))
         data.setdefault("tau_headroom", 1.0)     # checkpoints written before headroom existed used tau = max
+        data.setdefault("exclude_outlier_tokens", False)    # nor did they leave outlier tokens out
         data["headroom_sites"] = tuple(data.get("headroom_sites", HEADROOM_SITE_TYPES))
         if isinstance(data.get("allocation"), list):
             data["allocation"] = tuple(data["allocation"])

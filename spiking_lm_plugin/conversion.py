@@ -160,7 +160,10 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
     prefix, search = resolve_prefix(model, config, calibration, tokenizer, bos)
     install_prefix(model, prefix, bos)
     reservoirs = record_activations(model, calibration, names, config.samples_per_site, config.batch_size,
-                                    config.seed, show_progress)
+                                    config.seed, show_progress,
+                                    config.prefix_eta if config.excludes_outliers else None)
+    if config.excludes_outliers:
+        search = {**search, "outlier_tokens_left_out": model.spiking_runtime.outlier_tokens}
     samples, taus = normalized_samples(reservoirs, config)
     return Calibration(samples, taus, names, int(calibration.numel()), time.perf_counter() - t0, prefix, bos,
                        search, calibration, reservoirs)

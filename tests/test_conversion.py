@@ -203,8 +203,13 @@ def test_config_validation():
     assert slm.SpikingConfig(timesteps=6).headroom == 1.0 and slm.SpikingConfig(timesteps=8).headroom == 1.5
     with pytest.raises(ValueError, match="unknown headroom site types"):
         slm.SpikingConfig(headroom_sites=("up", "bogus"))
-    old = {k: v for k, v in slm.SpikingConfig().to_dict().items() if k not in ("tau_headroom", "headroom_sites")}
+    old = {k: v for k, v in slm.SpikingConfig().to_dict().items()
+           if k not in ("tau_headroom", "headroom_sites", "exclude_outlier_tokens")}
     assert slm.SpikingConfig.from_dict(old).tau_headroom == 1.0   # older checkpoints were fitted with tau = max
+    assert not slm.SpikingConfig.from_dict(old).exclude_outlier_tokens    # ... and every calibration token
+    assert slm.SpikingConfig().excludes_outliers and slm.SpikingConfig(prefix=[5]).excludes_outliers
+    assert not any(slm.SpikingConfig(**kw).excludes_outliers for kw in (
+        {"prefix": "none"}, {"prefix": []}, {"prefix_max_tokens": 0}, {"exclude_outlier_tokens": False}))
 
 
 def test_tau_headroom_codes_values_above_the_calibration_maximum():

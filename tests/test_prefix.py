@@ -141,3 +141,53 @@ def test_prefix_search_finds_the_sink_on_real_text(smollm2_six_layers, smollm2_t
     assert calib.prefix == search.tokens
     assert prefixed < 0.8 * plain, (plain, prefixed)
     assert all(s.reservoir is None for s in spiking_sites(smollm2_six_layers).values())
+
+
+def _calibrate_with_a_massive_token(config: slm.SpikingConfig, boost: float):
+    """Calibrate a tiny LLaMA whose layer-0 ``up`` activation of one token (window 0, position 5) is scaled
+    by ``boost``: that token becomes a massive outlier at layer 0's down_proj input and in the residual."""
+    model = tiny_model(num_hidden_layers=3)
+    attach(model)
+    up = spiking_sites(model)["layers.0.up"]
+
+    def scale(module, args):
+        x = args[0].clone()
+        if x.shape[1] > 5:                          # not the prefix's own forward
+            x[0, 5] *= boost
+        return (x,)
+
+    up.register_forward_pre_hook(scale)
+    return slm.conversion.calibrate(model, config, random_windows(256, n=4, length=16), show_progress=False)
+
+
+def test_outlier_tokens_left_after_the_prefix_do_not_set_the_taus():
+    clean = _calibrate_with_a_massive_token(tiny_config(prefix=PREFIX), 1.0)
+    left_out = _calibrate_with_a_massive_token(tiny_config(prefix=PREFIX), 1e4)
+    kept = _calibrate_with_a_massive_token(tiny_config(prefix=PREFIX, exclude_outlier_tokens=False), 1e4)
+    no_prefix = _calibrate_with_a_massive_token(tiny_config(prefix="none"), 1e4)
+    assert clean.prefix_search == {"outlier_tokens_left_out": 0}
+    assert left_out.prefix_search == {"outlier_tokens_left_out": 1}     # one token, counted once
+    assert "outlier_tokens_left_out" not in kept.prefix_search and "outlier_tokens_left_out" not in no_prefix.prefix_search
+    for site in ("layers.0.down_in", "layers.1.down_in", "layers.2.down_in"):
+        # left out from its layer on, the massive token sets no maximum; the other tokens barely move
+        assert float((left_out.taus[site] / clean.taus[site]).max()) < 2.0, site
+    site = "layers.0.down_in"
+    for calib in (kept, no_prefix):
+        assert float((calib.taus[site] / clean.taus[site]).max()) > 20.0
+    # sites recorded before the token shows up at a down_proj input keep it (nothing known yet)
+    assert float(left_out.taus["layers.0.up"].max()) > 100 * float(clean.taus["layers.0.up"].max())
+
+
+def test_recorded_tokens_follow_each_site_layout():
+    from spiking_lm_plugin.modules.site import recorded_tokens
+
+    keep = torch.tensor([[True, False, True], [True, True, True]])
+    hidden = torch.arange(2 * 3 * 4.0).view(2, 3, 4)                       # [B, L, C]
+    assert torch.equal(recorded_tokens(hidden, keep), hidden[keep])
+    kv = torch.randn(2, 5, 5, 8)                                             # [B, H, prefix 2 + L, D]
+    rows = recorded_tokens(kv, keep)
+    assert rows.shape == (5 * (2 * 5 - 1), 8)
+    assert not any(torch.equal(r, kv[0, h, 3]) for r in rows for h in range(5))   # token 1 of batch 0 left out
+    probs = torch.rand(2, 5, 3, 7, 1)                                        # softmax [B, H, L, S, 1]
+    assert recorded_tokens(probs, keep).numel() == probs.numel() - 5 * 7
+    assert recorded_tokens(hidden, None) is hidden and recorded_tokens(hidden, torch.ones(2, 3, dtype=torch.bool)) is hidden

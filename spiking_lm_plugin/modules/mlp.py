@@ -33,7 +33,7 @@ class SpikingMLP(SpikingBlock):
             "mlp_in": SpikeSite(prefix + "mlp_in", hidden, runtime, feeds_linear=True),
             "gate_act": SpikeSite(prefix + "gate_act", inter, runtime, feeds_linear=False),
             "up": SpikeSite(prefix + "up", inter, runtime, feeds_linear=False),
-            "down_in": SpikeSite(prefix + "down_in", inter, runtime, feeds_linear=True),
+            "down_in": SpikeSite(prefix + "down_in", inter, runtime, feeds_linear=True, outlier_probe=True),
         })
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
