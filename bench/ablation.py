@@ -28,6 +28,7 @@ ROWS = [  # (label, calibration recipe, layer-wise)
     ("+ tau headroom", {**OFF, "tau_headroom": 1.5}, False),
     ("+ layer-wise", OFF, True),
     ("all on but headroom", {**ALL_ON, "tau_headroom": 1.0}, False),
+    ("all on but outlier tokens kept", {**ALL_ON, "exclude_outlier_tokens": False}, False),
     ("all on, no layer-wise (default)", ALL_ON, False),
     ("all on", ALL_ON, True),
 ]

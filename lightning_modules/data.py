@@ -47,7 +47,8 @@ class ActivationDataModule(pl.LightningDataModule):
                  calibration_tokens: int = 16384, sequence_length: int = 512, batch_size: int = 4,
                  samples_per_site: int = 16384, sites: list[str] | None = None, tau: str = "channel",
                  tau_headroom: float = 1.5, rotation: str = "online", prefix: str | list[int] = "auto",
-                 exclude_outlier_tokens: bool = True, batch_samples: int = 4096, device: str = "cpu", dtype: str = "float32",
+                 exclude_outlier_tokens: bool = True, batch_samples: int = 4096, device: str = "cpu",
+                 dtype: str = "float32",
                  device_map: str | None = None, cache: bool = True, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -167,7 +167,7 @@ def test_outlier_tokens_left_after_the_prefix_do_not_set_the_taus():
     no_prefix = _calibrate_with_a_massive_token(tiny_config(prefix="none"), 1e4)
     assert clean.prefix_search == {"outlier_tokens_left_out": 0}
     assert left_out.prefix_search == {"outlier_tokens_left_out": 1}     # one token, counted once
-    assert "outlier_tokens_left_out" not in kept.prefix_search and "outlier_tokens_left_out" not in no_prefix.prefix_search
+    assert all("outlier_tokens_left_out" not in c.prefix_search for c in (kept, no_prefix))
     for site in ("layers.0.down_in", "layers.1.down_in", "layers.2.down_in"):
         # left out from its layer on, the massive token sets no maximum; the other tokens barely move
         assert float((left_out.taus[site] / clean.taus[site]).max()) < 2.0, site
@@ -190,4 +190,5 @@ def test_recorded_tokens_follow_each_site_layout():
     assert not any(torch.equal(r, kv[0, h, 3]) for r in rows for h in range(5))   # token 1 of batch 0 left out
     probs = torch.rand(2, 5, 3, 7, 1)                                        # softmax [B, H, L, S, 1]
     assert recorded_tokens(probs, keep).numel() == probs.numel() - 5 * 7
-    assert recorded_tokens(hidden, None) is hidden and recorded_tokens(hidden, torch.ones(2, 3, dtype=torch.bool)) is hidden
+    assert recorded_tokens(hidden, None) is hidden
+    assert recorded_tokens(hidden, torch.ones(2, 3, dtype=torch.bool)) is hidden
