@@ -98,3 +98,11 @@ def test_regular_install_ships_the_hook_tasks_and_configs(tmp_path):
     check = run(sys.executable, "-S", "-c", f"import site, sys; site.addsitedir({str(target)!r}); "
                 "print('spiking_lm_lmeval_hook' in sys.modules, 'lm_eval' in sys.modules)", cwd=tmp_path)
     assert check.stdout.split() == ["True", "False"], check.stderr
+
+
+def test_benchmark_scripts_compile():
+    """bench/ is not imported by any test; a syntax error there would otherwise surface only in a rerun."""
+    scripts = sorted((Path(__file__).resolve().parents[1] / "bench").glob("*.py"))
+    assert len(scripts) >= 10
+    for script in scripts:
+        compile(script.read_text(), str(script), "exec")      # raises SyntaxError
