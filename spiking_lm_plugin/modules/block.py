@@ -21,19 +21,17 @@ class SpikingBlock(nn.Module):
         return meter if meter is not None and meter.enabled and self.runtime.mode != "record" else None
 
     def _site(self, name: str, x: torch.Tensor, need_frames: bool) -> Spikes:
-        spikes = self.sites[name](x, need_frames=need_frames)
-        meter = self._meter()
-        if meter is not None and not spikes.analog:
-            meter.record_site(self.sites[name].name, spikes.events, x.numel(), spikes.d.numel())
-        return spikes
+        return self._metered(name, self.sites[name](x, need_frames=need_frames), x.numel())
 
     def _site_columns(self, name: str, x: torch.Tensor) -> Spikes:
         """A metered fused map site (softmax): the value plus per-step column counts instead of frames."""
-        site = self.sites[name]
-        spikes = site.code_with_columns(x)
+        return self._metered(name, self.sites[name].code_with_columns(x), x.numel())
+
+    def _metered(self, name: str, spikes: Spikes, numel: int) -> Spikes:
+        """Count a site's spikes on the meter (when one is on and the site spiked)."""
         meter = self._meter()
         if meter is not None and not spikes.analog:
-            meter.record_site(site.name, spikes.events, x.numel(), spikes.d.numel())
+            meter.record_site(self.sites[name].name, spikes.events, numel, spikes.d.numel())
         return spikes
 
     def _count_linear(self, proj: nn.Linear, spikes: Spikes, kind: str, tokens: int) -> None:

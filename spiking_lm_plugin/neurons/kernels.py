@@ -16,15 +16,19 @@ import torch
 from .dynamics import fire
 
 
+def _membrane(x: torch.Tensor, tau: torch.Tensor, v0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x in float32/64, the initial membrane |x| / tau + v0) shared by every kernel (eq. 1)."""
+    xf = x if x.dtype == torch.float64 else x.float()
+    return xf, xf.abs() / tau + v0
+
+
 def _site_code(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
                v0: torch.Tensor, levels: int, max_spikes: int):
     """(sign(x) tau SN(|x|/tau), spike count) for a site; ``max_spikes <= 0`` means no budget. An integer
     spike of magnitude k counts k (k accumulations downstream), a binary spike 1."""
-    xf = x if x.dtype == torch.float64 else x.float()
-    u = xf.abs() / tau
-    v = u + v0
-    code = torch.zeros_like(u)
-    events = torch.zeros_like(u)
+    xf, v = _membrane(x, tau, v0)
+    code = torch.zeros_like(v)
+    events = torch.zeros_like(v)
     fired = None
     for t in range(theta.shape[0]):
         s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
@@ -36,11 +40,9 @@ def _site_code(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch
 def _site_frames(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
                  v0: torch.Tensor, levels: int, max_spikes: int):
     """(value, signed spike frames [T, ...], number of spikes); value accumulates like :func:`_site_code`."""
-    xf = x if x.dtype == torch.float64 else x.float()
+    xf, v = _membrane(x, tau, v0)
     sign = torch.sign(xf)
-    u = xf.abs() / tau
-    v = u + v0
-    code = torch.zeros_like(u)
+    code = torch.zeros_like(v)
     fired = None
     frames = []
     for t in range(theta.shape[0]):
@@ -56,8 +58,7 @@ def _site_columns(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: to
     """For a map ``x`` [M, L, S] (the softmax output): the spikes per key column and step [T, M, S], what
     the P V energy count needs, without the T full frames. The value comes from :func:`_site_code`, so
     metering never changes the model's output."""
-    xf = x if x.dtype == torch.float64 else x.float()
-    v = xf.abs() / tau + v0
+    _, v = _membrane(x, tau, v0)
     fired = None
     columns = []
     for t in range(theta.shape[0]):
@@ -71,8 +72,7 @@ def _coincidences(xa: torch.Tensor, tau_a: torch.Tensor, theta_a: torch.Tensor, 
                   levels: int, max_spikes: int):
     """sum_t |s_a(t)| |s_b(t)| of two same-shape sites (the nnz(A_t and B_t) term of an elementwise spike
     product), without their T frames."""
-    va = (xa if xa.dtype == torch.float64 else xa.float()).abs() / tau_a + v0_a
-    vb = (xb if xb.dtype == torch.float64 else xb.float()).abs() / tau_b + v0_b
+    (_, va), (_, vb) = _membrane(xa, tau_a, v0_a), _membrane(xb, tau_b, v0_b)
     fired_a = fired_b = None
     both = torch.zeros_like(va)
     for t in range(theta_a.shape[0]):
