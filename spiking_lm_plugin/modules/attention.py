@@ -79,11 +79,12 @@ class SpikingAttention(SpikingBlock):
         ks_rep, vs_rep = (ks.map(repeat), vs.map(repeat)) if timestep else (ks.map_value(repeat), vs.map_value(repeat))
 
         allowed = allowed_pairs(attention_mask, q_len, k_len, hidden_states.device)
-        allowed = allowed.expand(bsz, *allowed.shape[1:])    # energy counts are per sequence
         if attention_mask is None or attention_mask.dtype == torch.bool:
             additive = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
         else:
             additive = attention_mask
+        # energy counts are per sequence; the additive mask above stays batch-shared (no [B, 1, L, S] copy)
+        allowed = allowed.expand(bsz, *allowed.shape[1:])
         softmax = lambda s: torch.softmax(s * self.scaling + additive, dim=-1,  # noqa: E731
                                           dtype=torch.promote_types(s.dtype, torch.float32)).to(s.dtype)
         qk = lambda a, b: torch.matmul(a, b.transpose(-1, -2))  # noqa: E731
