@@ -31,9 +31,16 @@ SECTIONS = [
      "tokens kept` calibrates on every token: three windows that start with the prefix token again carry "
      "massive activations (180x the median at layer 11's down_proj input) and set those layers' taus. Rows "
      "without a prefix do not depend on that switch and were measured earlier the same day with the same "
-     "code. Target (issue #7): within 2% at T = 8 (met) and 8% at T = 6 (+8.15% with Alg. 1; joint fitting "
-     "does better, see the grid above). The paper, all on: LLaMA-3-8B +3% (T = 8), +31% (T = 6); LLaMA-2-7B "
+     "code. Target (issue #7): within 2% at T = 8 (met) and 8% at T = 6 (+8.15% with Alg. 1 at fitting seed 0, "
+     "+8.8% averaged over three seeds; joint fitting meets it, see the seed-spread table below). The paper, all on: LLaMA-3-8B +3% (T = 8), +31% (T = 6); LLaMA-2-7B "
      "+23%, +123%."),
+    ("seed_spread", "How much the fitting seed moves perplexity (issue #7's T = 6 target)",
+     "SmolLM2-135M, default recipe, one shared calibration pass; only the fitting seed (the minibatches of "
+     "the 240 Adam steps) changes between runs; the same 20,480 held-out tokens as the ablation (`vs ANN` "
+     "and its spread as fractions). With Alg. 1 the T = 6 perplexity moves by up to 1.5 points between seeds "
+     "and the ablation's +8.15% (seed 0) is the best of the three: the T = 6 target (within 8%) is missed by "
+     "Alg. 1 on average and met by joint fitting at every seed, with a quarter of the spread. Joint is ahead "
+     "at T = 8 too. Per-run numbers (perplexity, final fitting loss, seconds) are in `seed_spread.json`."),
     ("accuracy", "Zero-shot multiple-choice accuracy through lm-eval",
      "`spiking_enwiki_cloze`: 200 questions built from held-out enwiki-excerpt articles (two sentences of "
      "context, the true next sentence among four; chance 25%), evaluated by lm-eval's own evaluator with "

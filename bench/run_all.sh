@@ -6,6 +6,7 @@ PY=.venv/bin/python
 export PYTHONPATH=bench
 $PY bench/quality.py --timesteps 6 8 10 --eval-tokens 4096
 $PY bench/ablation.py
+$PY bench/seed_spread.py
 $PY bench/accuracy.py
 $PY bench/fit_throughput.py
 $PY bench/speed.py

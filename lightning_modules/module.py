@@ -16,8 +16,9 @@ from spiking_lm_plugin.sites import site_type
 
 class NeuronFitModule(pl.LightningModule):
     def __init__(self, timesteps: int = 8, grains: int = 2, neuron: str = "multi-grain",
-                 allocation: list[int] | str | None = None, rounds: int = 4, threshold_steps: int = 40,
-                 base_steps: int = 20, lr_threshold: float = 0.02, lr_base: float = 0.01,
+                 allocation: list[int] | str | None = None, rounds: int = FitConfig.rounds,
+                 threshold_steps: int = FitConfig.threshold_steps, base_steps: int = FitConfig.base_steps,
+                 lr_threshold: float = FitConfig.lr_threshold, lr_base: float = FitConfig.lr_base,
                  surrogate_beta: float = 5.0, relative: bool = True, bias_weight: float = 0.0, joint: bool = False,
                  search_steps: int = 60, seed: int = 0) -> None:
         super().__init__()

@@ -143,6 +143,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .fitting import FitConfig      # one source for the fitting defaults
+
     parser = argparse.ArgumentParser(
         prog="spiking-lm",
         description="Convert LLaMA-family LLMs (LLaMA, Qwen2, Mistral) into spiking LLMs with distribution-aware "
@@ -185,9 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sequence-length", type=int, default=512)
     c.add_argument("--batch-size", type=int, default=4)
     c.add_argument("--samples-per-site", type=int, default=16384)
-    c.add_argument("--rounds", type=int, default=4, help="alternating rounds N")
-    c.add_argument("--threshold-steps", type=int, default=40, help="N1: steps on theta/h per round")
-    c.add_argument("--base-steps", type=int, default=20, help="N2: steps on the bases per round")
+    c.add_argument("--rounds", type=int, default=FitConfig.rounds, help="alternating rounds N")
+    c.add_argument("--threshold-steps", type=int, default=FitConfig.threshold_steps,
+                   help="N1: steps on theta/h per round")
+    c.add_argument("--base-steps", type=int, default=FitConfig.base_steps, help="N2: steps on the bases per round")
     c.add_argument("--joint", action="store_true", help="optimize all parameters jointly (ablation)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="cpu")
