@@ -60,8 +60,9 @@ def main() -> None:
             rows.append({"T": T, "method": label, "ppl": ppl, "vs ANN": ppl / ann - 1, "fit s": fit_s})
             print(rows[-1], flush=True)
             slm.set_mode(model, "ann")
-    write("quality" if not args.methods else "quality_subset", rows, {"eval_tokens": int(windows.numel()), "calibration_tokens": calib.tokens,
-                            "rotation": args.rotation, "sites": "all"})
+    meta = {"eval_tokens": int(windows.numel()), "calibration_tokens": calib.tokens, "rotation": args.rotation,
+            "sites": "all"}
+    write("quality" if not args.methods else "quality_subset", rows, meta)
 
 
 if __name__ == "__main__":
