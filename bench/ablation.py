@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 import spiking_lm_plugin as slm
-from spiking_lm_plugin.conversion import apply_neurons, build_state, calibrate, fit_sites, tune_layers
+from spiking_lm_plugin.conversion import calibrate
 
-from _common import OUT, eval_windows, load, perplexity, timed, write
+from _common import OUT, eval_windows, fit_and_measure, load, perplexity, write
 
 OFF = {"rotation": "none", "prefix": "none", "tau": "tensor", "tau_headroom": 1.0}
 ALL_ON = {"rotation": "online", "prefix": "auto", "tau": "channel", "tau_headroom": "auto"}
@@ -74,16 +74,10 @@ def main() -> None:
         for T in args.timesteps:
             config = slm.SpikingConfig(**{**base.to_dict(), "timesteps": T, "layerwise": True if layerwise else None})
             calib_t = calib.for_config(config)          # tau headroom "auto" depends on T
-            result, fit_s = timed(fit_sites, calib_t.samples, config, False)
-            state = build_state(config, calib_t, result, "smollm2-135m", model.spiking_fingerprint, fit_s)
-            apply_neurons(model, state)
-            if layerwise:
-                tune_layers(model, state, calib.windows, show_progress=False)
-            slm.set_mode(model, "fused")
-            ppl = perplexity(model, windows)
-            slm.set_mode(model, "ann")
+            ppl, state = fit_and_measure(model, calib_t, config, windows, layerwise)
+            layerwise_s = state.fit.get("layerwise", {}).get("seconds", 0.0)
             rows.append({"features": label, "T": T, "prefix": str(calib.prefix), "ppl": ppl, "vs ANN": ppl / ann - 1,
-                         "fit s": fit_s, "layer-wise s": state.fit.get("layerwise", {}).get("seconds", 0.0)})
+                         "fit s": state.fit["fit_s"], "layer-wise s": layerwise_s})
             print(rows[-1], flush=True)
             rows[0].update({"fit s": 0.0, "layer-wise s": 0.0})
             meta = {"eval_tokens": int(windows.numel()), "calibration_tokens": args.calibration_tokens,

@@ -11,9 +11,9 @@ import argparse
 import copy
 
 import spiking_lm_plugin as slm
-from spiking_lm_plugin.conversion import apply_neurons, build_state, calibrate, fit_sites
+from spiking_lm_plugin.conversion import calibrate
 
-from _common import eval_windows, load, perplexity, timed, write
+from _common import eval_windows, fit_and_measure, load, perplexity, write
 
 METHODS = [  # (row label, neuron preset, grains, extra config)
     ("binary / LAS", "binary", 1, {}),
@@ -53,13 +53,9 @@ def main() -> None:
             config.timesteps, config.grains, config.neuron = T, grains, preset
             for key, value in extra.items():
                 setattr(config.fit, key, value)
-            result, fit_s = timed(fit_sites, calib_t.samples, config, False)
-            apply_neurons(model, build_state(config, calib_t, result, "smollm2-135m", model.spiking_fingerprint, fit_s))
-            slm.set_mode(model, "fused")
-            ppl = perplexity(model, windows)
-            rows.append({"T": T, "method": label, "ppl": ppl, "vs ANN": ppl / ann - 1, "fit s": fit_s})
+            ppl, state = fit_and_measure(model, calib_t, config, windows)
+            rows.append({"T": T, "method": label, "ppl": ppl, "vs ANN": ppl / ann - 1, "fit s": state.fit["fit_s"]})
             print(rows[-1], flush=True)
-            slm.set_mode(model, "ann")
     meta = {"eval_tokens": int(windows.numel()), "calibration_tokens": calib.tokens, "rotation": args.rotation,
             "sites": "all"}
     write("quality" if not args.methods else "quality_subset", rows, meta)

@@ -13,10 +13,10 @@ import argparse
 import statistics
 
 import spiking_lm_plugin as slm
-from spiking_lm_plugin.conversion import apply_neurons, build_state, calibrate, fit_sites
+from spiking_lm_plugin.conversion import calibrate
 from spiking_lm_plugin.fitting import FitConfig
 
-from _common import eval_windows, load, perplexity, timed, write
+from _common import eval_windows, fit_and_measure, load, perplexity, write
 
 FITTINGS = {"alternating (Alg. 1, default)": False, "joint": True}
 
@@ -47,15 +47,10 @@ def main() -> None:
                 config = slm.SpikingConfig(**{**base.to_dict(), "timesteps": T,
                                               "fit": FitConfig(joint=joint, seed=seed)})
                 calib_t = calib.for_config(config)
-                result, fit_s = timed(fit_sites, calib_t.samples, config, False)
-                apply_neurons(model, build_state(config, calib_t, result, "smollm2-135m", model.spiking_fingerprint,
-                                                 fit_s))
-                slm.set_mode(model, "fused")
-                ppl = perplexity(model, windows)
-                slm.set_mode(model, "ann")
+                ppl, state = fit_and_measure(model, calib_t, config, windows)
                 changes.append(ppl / ann - 1)
                 runs.append({"T": T, "fitting": fitting, "seed": seed, "ppl": ppl, "vs ANN": changes[-1],
-                             "fit loss": float(result.loss.mean()), "fit s": fit_s})
+                             "fit loss": statistics.fmean(state.fit["site_loss"]), "fit s": state.fit["fit_s"]})
                 print(runs[-1], flush=True)
             rows.append(summary(T, fitting, changes))
     meta = {"eval_tokens": int(windows.numel()), "calibration_tokens": args.calibration_tokens, "ann_ppl": ann,
