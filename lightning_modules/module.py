@@ -19,8 +19,9 @@ class NeuronFitModule(pl.LightningModule):
                  allocation: list[int] | str | None = None, rounds: int = FitConfig.rounds,
                  threshold_steps: int = FitConfig.threshold_steps, base_steps: int = FitConfig.base_steps,
                  lr_threshold: float = FitConfig.lr_threshold, lr_base: float = FitConfig.lr_base,
-                 surrogate_beta: float = 5.0, relative: bool = True, bias_weight: float = 0.0, joint: bool = False,
-                 search_steps: int = 60, seed: int = 0) -> None:
+                 surrogate_beta: float = FitConfig.surrogate_beta, relative: bool = FitConfig.relative,
+                 bias_weight: float = FitConfig.bias_weight, joint: bool = FitConfig.joint, search_steps: int = 60,
+                 seed: int = FitConfig.seed) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
