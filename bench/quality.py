@@ -20,10 +20,10 @@ METHODS = [  # (row label, neuron preset, grains, extra config)
     ("LAS outlier-aware (oat)", "oat", 2, {}),
     ("two-spike (SpikedAttention)", "two-spike", 1, {}),
     ("single grain", "single-grain", 1, {}),
-    ("multi-grain 2", "multi-grain", 2, {}),
+    ("multi-grain 2 (joint, default)", "multi-grain", 2, {}),
     ("multi-grain 3", "multi-grain", 3, {}),
     ("grain = T", "multi-grain", None, {}),
-    ("multi-grain 2, joint", "multi-grain", 2, {"joint": True}),
+    ("multi-grain 2, alternating (Alg. 1)", "multi-grain", 2, {"joint": False}),
     ("multi-grain 2, tied h=theta", "tied", 2, {}),
 ]
 

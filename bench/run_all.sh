@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Regenerate every table of docs/BENCHMARKS.md (CPU; about 90 minutes on 2 cores).
+# Regenerate every table of docs/BENCHMARKS.md (CPU; about 2 hours on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export PYTHONPATH=bench
 $PY bench/quality.py --timesteps 6 8 10 --eval-tokens 4096
 $PY bench/ablation.py
-$PY bench/seed_spread.py
 $PY bench/accuracy.py
 $PY bench/fit_throughput.py
 $PY bench/speed.py
@@ -14,4 +13,5 @@ $PY bench/energy.py
 .venv/bin/spiking-lm convert --model smollm2-135m -T 8 --out bench/results/ckpt-t8 --quiet
 $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
 $PY bench/scale.py
+$PY bench/seed_spread.py
 $PY bench/render.py

@@ -18,7 +18,7 @@ from spiking_lm_plugin.fitting import FitConfig
 
 from _common import eval_windows, fit_and_measure, load, perplexity, write
 
-FITTINGS = {"alternating (Alg. 1, default)": False, "joint": True}
+FITTINGS = {"alternating (Alg. 1)": False, "joint (default)": True}
 
 
 def summary(T: int, fitting: str, changes: list[float]) -> dict:

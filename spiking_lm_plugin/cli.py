@@ -187,11 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sequence-length", type=int, default=512)
     c.add_argument("--batch-size", type=int, default=4)
     c.add_argument("--samples-per-site", type=int, default=16384)
-    c.add_argument("--rounds", type=int, default=FitConfig.rounds, help="alternating rounds N")
+    c.add_argument("--rounds", type=int, default=FitConfig.rounds,
+                   help="rounds N; each ends by keeping every site's best parameters")
     c.add_argument("--threshold-steps", type=int, default=FitConfig.threshold_steps,
-                   help="N1: steps on theta/h per round")
-    c.add_argument("--base-steps", type=int, default=FitConfig.base_steps, help="N2: steps on the bases per round")
-    c.add_argument("--joint", action="store_true", help="optimize all parameters jointly (ablation)")
+                   help="N1: steps per round on theta/h (Alg. 1; joint: part of the round)")
+    c.add_argument("--base-steps", type=int, default=FitConfig.base_steps,
+                   help="N2: steps per round on the bases (Alg. 1; joint: part of the round)")
+    schedule = c.add_mutually_exclusive_group()
+    schedule.add_argument("--joint", dest="joint", action="store_true",
+                          help="update theta, h and B together at every step (the default)")
+    schedule.add_argument("--alternating", dest="joint", action="store_false",
+                          help="the paper's Alg. 1: N1 steps on theta/h, then N2 on the bases, per round")
+    c.set_defaults(joint=FitConfig.joint)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="cpu")
     c.add_argument("--dtype", default="float32")

@@ -21,7 +21,9 @@ def test_help_explains_subcommands():
     for sub in ("convert", "demo", "tasks-dir", "fetch", "info"):
         assert sub in proc.stdout
     proc = run(BIN / "spiking-lm", "convert", "--help")
-    assert "--timesteps" in proc.stdout and "--allocation" in proc.stdout
+    assert "--timesteps" in proc.stdout and "--allocation" in proc.stdout and "--alternating" in proc.stdout
+    proc = run(BIN / "spiking-lm", "convert", "--model", "x", "--out", "y", "--joint", "--alternating")
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr
 
 
 def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
@@ -29,12 +31,13 @@ def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
     proc = run(BIN / "spiking-lm", "convert", "--model", tiny_model_dir, "--out", out, "-T", "6", "--grains", "3",
                "--calibration-tokens", "1024", "--sequence-length", "128", "--samples-per-site", "2048",
                "--rounds", "1", "--threshold-steps", "4", "--base-steps", "2", "--prefix", "5,7", "--tau-headroom", "1.25",
-               "--keep-outlier-tokens", "--quiet")
+               "--keep-outlier-tokens", "--alternating", "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rel. MSE" in proc.stderr + proc.stdout and "q" in proc.stderr + proc.stdout
     meta = json.loads((out / "spiking_config.json").read_text())
     assert meta["config"]["timesteps"] == 6 and meta["neuron"]["allocation"] == [2, 2, 2]
     assert meta["config"]["tau_headroom"] == 1.25 and meta["config"]["exclude_outlier_tokens"] is False
+    assert meta["config"]["fit"]["joint"] is False and meta["config"]["fit"]["threshold_steps"] == 4
     assert meta["fit"]["load_s"] > 0 and meta["fit"]["calibrate_s"] > 0 and meta["fit"]["fit_s"] > 0
     info = run(BIN / "spiking-lm", "info", out)
     assert info.returncode == 0 and json.loads(info.stdout)["sites"] == 21

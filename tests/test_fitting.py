@@ -19,7 +19,7 @@ def test_multi_grain_beats_binary_on_heavy_tails(timesteps):
     torch.manual_seed(0)
     u = heavy_tailed()
     binary = evaluate(NeuronBank(NeuronSpec.preset("binary", timesteps), u.shape[0]), u)
-    result = fit_neurons(NeuronSpec.preset("multi-grain", timesteps, 2), u, FitConfig(rounds=4))
+    result = fit_neurons(NeuronSpec.preset("multi-grain", timesteps, 2), u, FitConfig(rounds=4, joint=False))
     assert result.loss.shape == (u.shape[0],)
     assert bool((result.loss < binary).all()), (result.loss, binary)
     assert float(result.loss.mean()) < 0.8 * float(binary.mean())
@@ -36,7 +36,7 @@ def test_phases_touch_only_their_parameters():
     bank = NeuronBank(spec, 2)
     from spiking_lm_plugin.fitting import AlternatingFitter
 
-    fitter = AlternatingFitter(bank, u, FitConfig(threshold_steps=3, base_steps=2))
+    fitter = AlternatingFitter(bank, u, FitConfig(threshold_steps=3, base_steps=2, joint=False))
     before = {k: v.detach().clone() for k, v in bank.named_parameters()}
     assert fitter.step(0)[0] == "threshold"
     assert torch.equal(bank.bases, before["bases"]) and not torch.equal(bank.theta_rel, before["theta_rel"])
@@ -56,12 +56,35 @@ def test_best_parameters_are_copies_not_aliases():
     assert not torch.equal(exported["theta"], result.bank.export()["theta"])
 
 
-def test_joint_variant_and_tied_preset_fit():
+def test_joint_is_the_default_and_moves_every_parameter_each_step():
+    torch.manual_seed(0)
+    u = heavy_tailed(2, 2000)
+    assert FitConfig().joint
+    from spiking_lm_plugin.fitting import AlternatingFitter
+
+    bank = NeuronBank(NeuronSpec.preset("multi-grain", 6), 2)
+    fitter = AlternatingFitter(bank, u, FitConfig())
+    for step in range(fitter.steps_per_round):
+        before = {k: v.detach().clone() for k, v in bank.named_parameters()}
+        assert fitter.step(step)[0] == "joint"
+        assert not any(torch.equal(before[k], v) for k, v in bank.named_parameters()), step
+
+
+@pytest.mark.parametrize("timesteps", [6, 8])
+def test_joint_beats_binary_and_keeps_the_best_round(timesteps):
+    torch.manual_seed(0)
+    u = heavy_tailed()
+    binary = evaluate(NeuronBank(NeuronSpec.preset("binary", timesteps), u.shape[0]), u)
+    result = fit_neurons(NeuronSpec.preset("multi-grain", timesteps, 2), u, FitConfig(rounds=4))
+    assert bool((result.loss < binary).all()), (result.loss, binary)
+    assert float(result.loss.mean()) <= min(result.round_loss) + 1e-9
+
+
+def test_tied_preset_fit():
     u = heavy_tailed(2, 3000)
-    joint = fit_neurons(NeuronSpec.preset("multi-grain", 6), u, FitConfig(rounds=2, joint=True))
     tied = fit_neurons(NeuronSpec.preset("tied", 6), u, FitConfig(rounds=2))
     assert torch.equal(tied.bank.thresholds(), tied.bank.resets())
-    assert float(joint.loss.mean()) < float(joint.initial_loss.mean())
+    assert float(tied.loss.mean()) < float(tied.initial_loss.mean())
 
 
 def test_grain_search_returns_valid_and_prefers_non_uniform_on_skew():

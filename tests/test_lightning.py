@@ -97,7 +97,7 @@ def trainer_run(tmp_path, model_dir, callbacks, ckpt_path=None, max_steps=-1, **
 def test_phases_switch_exactly_on_schedule_and_freeze_the_other_parameters(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("SPIKING_LM_CACHE", str(tmp_path / "cache"))
     recorder = Recorder()
-    _, module, _ = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), recorder])
+    _, module, _ = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), recorder], joint=False)
     phases = [phase for _, phase, _, _ in recorder.records]
     assert phases == (["threshold"] * 5 + ["base"] * 3) * 2
     for step, phase, before, after in recorder.records:
@@ -105,6 +105,15 @@ def test_phases_switch_exactly_on_schedule_and_freeze_the_other_parameters(tmp_p
         moving = ["theta_rel"] if phase == "threshold" else ["bases"]
         assert all(torch.equal(before[k], after[k]) for k in frozen), (step, phase)
         assert any(not torch.equal(before[k], after[k]) for k in moving), (step, phase)
+
+
+def test_default_schedule_is_joint_and_moves_every_parameter(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("SPIKING_LM_CACHE", str(tmp_path / "cache"))
+    recorder = Recorder()
+    trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), recorder])
+    assert [phase for _, phase, _, _ in recorder.records] == ["joint"] * 16
+    for step, _, before, after in recorder.records:
+        assert all(not torch.equal(before[k], after[k]) for k in ("theta_rel", "h_rel", "bases")), step
 
 
 def test_second_run_hits_the_activation_cache(tmp_path, tiny_model_dir, monkeypatch):
@@ -119,12 +128,14 @@ def test_second_run_hits_the_activation_cache(tmp_path, tiny_model_dir, monkeypa
 def test_resume_continues_the_same_schedule(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("SPIKING_LM_CACHE", str(tmp_path / "cache"))
     ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpts", every_n_train_steps=6, save_top_k=-1)
-    trainer, module, _ = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), ckpt_cb], max_steps=6)
+    trainer, module, _ = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), ckpt_cb], max_steps=6,
+                                     joint=False)
     assert int(module.fit_step) == 6
     saved = sorted((tmp_path / "ckpts").glob("*.ckpt"))
     assert saved
     recorder = Recorder()
-    _, resumed, _ = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), recorder], ckpt_path=saved[-1])
+    _, resumed, _ = trainer_run(tmp_path, tiny_model_dir, [PhaseSwitchCallback(), recorder], ckpt_path=saved[-1],
+                                joint=False)
     steps = [s for s, _, _, _ in recorder.records]
     phases = [p for _, p, _, _ in recorder.records]
     assert steps == list(range(7, 17))                  # continues at step 7 of 16

@@ -1,9 +1,15 @@
 """Batched neuron fitting (paper Alg. 1): all sites in one problem, parameters [sites, T], samples [sites, N].
 
-Alternating: N rounds of N1 Adam steps on (theta, h) with the surrogate gradient, then N2 steps on the
-bases B with the true gradient (spikes are fixed by theta/h, so dSN/dB is exact). ``joint=True`` updates
-all parameters together with the surrogate (Table 6 ablation). The best parameters per site are kept by
-copy (:meth:`NeuronBank.export`), never by aliasing the live tensors.
+Two schedules over the same N rounds of N1 + N2 Adam steps, each round ending with an evaluation on all
+samples that keeps every site's best parameters (by copy, :meth:`NeuronBank.export`, never by aliasing):
+
+- joint (default): theta, h and B are updated together at every step with the surrogate gradient.
+- alternating (``joint=False``, the paper's Alg. 1): N1 steps on (theta, h) with the surrogate, then N2
+  steps on the bases B with the true gradient (spikes are fixed by theta/h, so dSN/dB is exact).
+
+Joint is the default because on SmolLM2-135M it gives lower perplexity at every T and fitting seed we
+measured, with a quarter of Alg. 1's seed spread at T = 6 (docs/BENCHMARKS.md, seed-spread table); the
+paper's Table 6 found the opposite on LLaMA.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ class FitConfig:
     batch_samples: int = 4096
     relative: bool = True
     bias_weight: float = 0.0
-    joint: bool = False
+    joint: bool = True              # False: the paper's alternating Alg. 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,7 +66,7 @@ def evaluate(bank: NeuronBank, samples: torch.Tensor, relative: bool = True, bia
 
 
 class AlternatingFitter:
-    """Stateful driver of Alg. 1; :meth:`step` runs one optimization step of the current phase.
+    """Stateful driver of the fit (joint or Alg. 1); :meth:`step` runs one optimization step of the current phase.
 
     The Lightning module reuses this class so the math exists once.
     """
