@@ -81,8 +81,9 @@ class BaseLoggingCallback(pl.Callback):
                 start = i
         ax_loss.plot(self.steps, self.losses, color="black", lw=1)
         ax_loss.set_yscale("log")
-        ax_loss.set(title="fitting loss (blue: h/theta phase, orange: B phase)", xlabel="step",
-                    ylabel="mean relative MSE")
+        legend = ("green: theta, h and B updated jointly" if set(self.phases) == {"joint"}
+                  else "blue: h/theta phase, orange: B phase")
+        ax_loss.set(title=f"fitting loss ({legend})", xlabel="step", ylabel="mean relative MSE")
         bases = torch.tensor(self.bases)                       # [steps, sites, grains]
         for g in range(bases.shape[2]):
             mean = bases[:, :, g].mean(1)

@@ -10,7 +10,9 @@ from pytorch_lightning.cli import LightningCLI
 from .data import ActivationDataModule
 from .module import NeuronFitModule
 
-DESCRIPTION = ("Fit the spiking neurons (paper Alg. 1/2) of a LLaMA-family model with Lightning. "
+DESCRIPTION = ("Fit the spiking neurons of a LLaMA-family model with Lightning (joint updates of theta, h "
+               "and B by default; --model.joint false for the paper's alternating Alg. 1; Alg. 2 with "
+               "--model.allocation search). "
                "Recipes live in configs/; CheckpointExportCallback writes a checkpoint that "
                "`lm_eval --model spiking-hf` and spiking_lm_plugin.load read.")
 

@@ -1,4 +1,5 @@
-"""NeuronFitModule: Alg. 1 (and Alg. 2) as a LightningModule with manual optimization.
+"""NeuronFitModule: the neuron fit (joint by default, or the paper's alternating Alg. 1; Alg. 2 on request) as a
+LightningModule with manual optimization.
 
 The math lives once, in ``spiking_lm_plugin.fitting.AlternatingFitter``; this module drives it step by
 step so Lightning provides logging, checkpoints/resume, progress bars and callbacks.

@@ -30,8 +30,8 @@ def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
     out = tmp_path / "ckpt"
     proc = run(BIN / "spiking-lm", "convert", "--model", tiny_model_dir, "--out", out, "-T", "6", "--grains", "3",
                "--calibration-tokens", "1024", "--sequence-length", "128", "--samples-per-site", "2048",
-               "--rounds", "1", "--threshold-steps", "4", "--base-steps", "2", "--prefix", "5,7", "--tau-headroom", "1.25",
-               "--keep-outlier-tokens", "--alternating", "--quiet")
+               "--rounds", "1", "--threshold-steps", "4", "--base-steps", "2", "--prefix", "5,7",
+               "--tau-headroom", "1.25", "--keep-outlier-tokens", "--alternating", "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rel. MSE" in proc.stderr + proc.stdout and "q" in proc.stderr + proc.stdout
     meta = json.loads((out / "spiking_config.json").read_text())
