@@ -8,9 +8,27 @@ from setuptools.command.editable_wheel import editable_wheel
 
 PTH = "spiking_lm_lmeval.pth"
 
+#: The ranges CI tests (docs/DESIGN.md, "Dependency policy"): .ci/run runs the suite on constraints.txt,
+#: then a smoke on the newest releases allowed here and one on every lower bound below
+#: (scripts/smoke.sh). transformers and lm-eval are capped at the next major/minor series because we
+#: subclass and wrap their internals; the rest have tested lower bounds only.
+INSTALL_REQUIRES = [
+    "torch>=2.13",
+    "transformers>=5.0,<6",
+    "lm-eval>=0.4.10,<0.5",
+    "pytorch-lightning>=2.4",
+    "torchmetrics>=1.4",
+    "rich>=13",
+    "jsonargparse[signatures]>=4.30",
+    "safetensors>=0.4.3",
+    "gguf>=0.10",
+    "accelerate>=1.2",
+    "matplotlib>=3.9",
+]
+
 
 class BuildPyWithImportHook(build_py):
-    """Ship the .pth import hook at the root of site-packages (lm-eval has no plugin entry points)."""
+    """Ship the .pth import hook at the root of site-packages (lm-eval 0.4.x has no plugin entry points)."""
 
     def run(self):
         super().run()
@@ -64,25 +82,15 @@ setup(
     package_dir={"spiking_lm_plugin.tasks": "tasks", "spiking_lm_plugin.configs": "configs"},
     py_modules=["spiking_lm_lmeval_hook"],
     package_data={"spiking_lm_plugin.tasks": ["*.yaml", "*_yaml", "*.py"], "spiking_lm_plugin.configs": ["*.yaml"]},
-    install_requires=[
-        "torch>=2.4",
-        "transformers>=4.50",
-        "lm-eval==0.4.13",
-        "pytorch-lightning>=2.4",
-        "torchmetrics>=1.4",
-        "rich>=13",
-        "jsonargparse[signatures]>=4.30",
-        "safetensors>=0.4",
-        "gguf>=0.10",
-        "accelerate>=0.30",
-        "matplotlib>=3.7",
-    ],
+    install_requires=INSTALL_REQUIRES,
     extras_require={"dev": ["pytest>=8", "pytest-timeout"], "hadamard": ["fast-hadamard-transform"]},
     entry_points={
         "console_scripts": [
             "spiking-lm=spiking_lm_plugin.cli:main",
             "spiking-lm-train=lightning_modules.cli:main",
-        ]
+        ],
+        # plugin discovery of lm-eval releases after 0.4.13; the .pth hook serves 0.4.x
+        "lm_eval.models": ["spiking-hf=spiking_lm_plugin.lm_eval_model:SpikingHFLM"],
     },
     cmdclass={"build_py": BuildPyWithImportHook, "editable_wheel": EditableWheelWithImportHook},
 )

@@ -1,12 +1,12 @@
 """Registers lm-eval's ``spiking-hf`` model the moment ``lm_eval.models`` is imported.
 
-Imported at interpreter start by ``spiking_lm_lmeval.pth``: stdlib only and O(microseconds); it imports
-neither torch nor lm_eval. lm-eval 0.4.13 has no plugin entry points, so we watch for its model package
-and add a lazy placeholder to its registry right after that package has run.
+Imported at every interpreter start by ``spiking_lm_lmeval.pth``, so it imports nothing at all (not even
+``importlib.abc``, which pulls in pathlib, tempfile and re): the finder and loader are plain classes that
+follow the import protocol, and the path finder is the one already on ``sys.meta_path``. lm-eval 0.4.x
+has no plugin entry points, so we watch for its model package and add a lazy placeholder to its registry
+right after that package has run (docs/DESIGN.md, "lm-eval integration").
 """
 
-import importlib.abc
-import importlib.machinery
 import sys
 
 _WATCHED = "lm_eval.models"
@@ -19,12 +19,20 @@ def register() -> None:
     try:
         from lm_eval.api.registry import model_registry
     except ImportError:
+        try:                                   # lm-eval 0.4.x before the registry class
+            from lm_eval.api.registry import MODEL_REGISTRY, register_model
+        except ImportError:
+            return
+        if _ALIAS not in MODEL_REGISTRY:
+            from spiking_lm_plugin.lm_eval_model import SpikingHFLM  # noqa: F401  (registers itself)
         return
     if _ALIAS not in model_registry:
         model_registry.register(_ALIAS, target=_TARGET)
 
 
-class _RegisteringLoader(importlib.abc.Loader):
+class _RegisteringLoader:
+    """Runs the real loader of ``lm_eval.models``, then registers ``spiking-hf``."""
+
     def __init__(self, inner):
         self._inner = inner
 
@@ -36,11 +44,18 @@ class _RegisteringLoader(importlib.abc.Loader):
         register()
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
+    """A meta path finder that only wraps the loader of ``lm_eval.models``."""
+
+    @staticmethod
+    def _path_finder():
+        return next((f for f in sys.meta_path if getattr(f, "__name__", "") == "PathFinder"), None)
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname != _WATCHED:
             return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        finder = self._path_finder()
+        spec = finder.find_spec(fullname, path) if finder is not None else None
         if spec is not None and spec.loader is not None:
             spec.loader = _RegisteringLoader(spec.loader)
         return spec

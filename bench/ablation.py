@@ -1,4 +1,4 @@
-"""Outlier handling, one feature at a time (issue #4's table): SmolLM2-135M perplexity on held-out
+"""Outlier handling, one feature at a time: SmolLM2-135M perplexity on held-out
 enwiki-excerpt tokens for T in {6, 8, 10}, starting from a recipe with every feature off (no rotation,
 no prefix, per-tensor tau = max, no layer-wise calibration), switching on rotation (online Hadamard at
 down_proj), prefixed outlier tokens, per-channel tau, tau headroom and layer-wise calibration one at a

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Create .venv (CPU torch from the local wheel cache when available) and install spiking-lm into it.
+# Create .venv and install spiking-lm with exactly the tested versions of constraints.txt (the lock).
+# A torch already in .venv (a newer or CUDA build) is kept; otherwise the lock's CPU build is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip
-# torch first, pinned to the CPU build this machine kind ships (a plain `torch` would pull a 5 GB CUDA build)
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]"
+. scripts/_venv.sh
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || new_venv "$VENV"
+"$VENV/bin/python" -m pip install -q "$(lock_pin pip)" "$(lock_pin setuptools)" "$(lock_pin wheel)"
+ensure_torch "$VENV" "$(lock_pin torch)"
+# the lock without its torch line, so an installed torch is never replaced
+grep -vi '^torch==' "$LOCK" > "$VENV/lock-without-torch.txt"
+"$VENV/bin/python" -m pip install -q --no-build-isolation -c "$VENV/lock-without-torch.txt" -e ".[dev]"

@@ -3,15 +3,30 @@
     model = AutoModelForCausalLM.from_pretrained(...)
     state = spiking_lm_plugin.convert(model, SpikingConfig(timesteps=8, grains=2), tokenizer=tok)
     spiking_lm_plugin.save(model, "out/")            # later: spiking_lm_plugin.load(base_model, "out/")
+
+The public names load on first use (PEP 562), so ``spiking-lm --help`` starts without importing torch.
 """
 
-from .checkpoint import CheckpointError, load, save
-from .config import SpikingConfig
-from .conversion import SpikingState, convert, set_mode
-from .energy import EnergyConstants, EnergyMeter
-from .fitting import FitConfig
-from .neurons import NeuronSpec
+from importlib import import_module
 
-__all__ = ["CheckpointError", "EnergyConstants", "EnergyMeter", "FitConfig", "NeuronSpec", "SpikingConfig",
-           "SpikingState", "convert", "load", "save", "set_mode"]
+_PUBLIC = {
+    "CheckpointError": ".checkpoint", "load": ".checkpoint", "save": ".checkpoint",
+    "SpikingConfig": ".config",
+    "SpikingState": ".conversion", "convert": ".conversion", "set_mode": ".conversion",
+    "EnergyConstants": ".energy", "EnergyMeter": ".energy",
+    "FitConfig": ".fitting",
+    "NeuronSpec": ".neurons",
+}
+
+__all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -9,31 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .checkpoint_files import (CONFIG_FILE, FORMAT, FORMAT_VERSION, TENSORS_FILE, CheckpointError, OutputPathError,
+                               file_digest, read_meta, verify_tensors, write_directory)
 from .config import SpikingConfig
 from .conversion import SpikingState, apply_neurons, selected_sites
 from .model_surgery import apply_rotation, attach
 from .neurons import NeuronSpec
 
-FORMAT = "spiking-lm"
-FORMAT_VERSION = 1
-CONFIG_FILE = "spiking_config.json"
-TENSORS_FILE = "neurons.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, too new, or made for another base model."""
+__all__ = ["CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "TENSORS_FILE", "CheckpointError", "OutputPathError", "load",
+           "read_meta", "save", "verify_tensors", "write_checkpoint"]
 
 
 def save(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write the converted model's neurons (not its base weights) as a checkpoint directory."""
+    """Write the converted model's neurons (not its base weights) as a checkpoint directory; an existing
+    checkpoint there is replaced atomically, any other file in it kept."""
     state: SpikingState | None = getattr(model, "spiking_state", None)
     if state is None:
         raise ValueError("this model has no fitted neurons to save; run spiking_lm_plugin.convert first")
@@ -42,7 +37,6 @@ def save(model: nn.Module, directory: str | os.PathLike) -> Path:
 
 def write_checkpoint(directory: str | os.PathLike, state: SpikingState, architecture: str, num_layers: int) -> Path:
     """Atomically write ``state`` (no model needed: the trainer exports from cached activations)."""
-    directory = Path(directory)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -56,49 +50,20 @@ def write_checkpoint(directory: str | os.PathLike, state: SpikingState, architec
     }
     tensors = {f"neurons.{k}": v.contiguous().cpu() for k, v in state.neurons.items()}
     tensors.update({f"tau.{name}": tau.contiguous().cpu() for name, tau in state.taus.items()})
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         save_file(tensors, str(tmp / TENSORS_FILE))
+        meta["tensors"] = file_digest(tmp / TENSORS_FILE)     # lets `info` and `load` tell a whole file
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
-        tmp.chmod(0o755)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
 
-
-def read_meta(directory: str | os.PathLike) -> dict:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"spiking checkpoint {str(directory)!r} does not exist (expected a directory "
-                              f"with {CONFIG_FILE} and {TENSORS_FILE}, as written by `spiking-lm convert`)")
-    cfg = directory / CONFIG_FILE
-    if not cfg.is_file():
-        raise CheckpointError(f"{directory} is not a spiking checkpoint: {CONFIG_FILE} is missing")
-    try:
-        meta = json.loads(cfg.read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"{cfg} is corrupt (not valid JSON: {exc})") from exc
-    if meta.get("format") != FORMAT or not isinstance(meta.get("format_version"), int):
-        raise CheckpointError(f"{cfg} is not a spiking-lm checkpoint config")
-    if meta["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{directory} has format version {meta['format_version']}, newer than this "
-                              f"spiking-lm supports ({FORMAT_VERSION}); upgrade spiking-lm")
-    return meta
+    return write_directory(directory, write)
 
 
 def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") -> SpikingState:
     """Attach spiking wrappers to ``model`` (the base model) and install the checkpoint's neurons."""
     directory = Path(directory)
     meta = read_meta(directory)
+    verify_tensors(directory, meta)
     runtime = attach(model)
     base = meta["base_model"]
     if base["fingerprint"] != model.spiking_fingerprint:

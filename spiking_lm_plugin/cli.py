@@ -16,7 +16,29 @@ def _parse_allocation(text: str | None):
         return None
     if text == "search":
         return "search"
-    return tuple(int(x) for x in text.split(","))
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--allocation must be 'uniform', 'search' or comma-separated steps per grain, "
+                         f"got {text!r}") from None
+
+
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (refused by argparse itself, before any import)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+POSITIVE = _int_at_least(1)
+NON_NEGATIVE = _int_at_least(0)
 
 
 def _parse_prefix(text: str):
@@ -59,10 +81,10 @@ def _parse_headroom(value: str) -> str | float:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from . import FitConfig, SpikingConfig, convert, save
-    from .layerwise import LayerwiseConfig
-    from .loading import load_base_model
-    from .progress import console
+    from .checkpoint_files import check_output_path
+    from .config import SpikingConfig
+    from .fitting.fit_config import FitConfig
+    from .layerwise_config import LayerwiseConfig
 
     config = SpikingConfig(
         timesteps=args.timesteps, grains=args.grains, neuron=args.neuron, allocation=_parse_allocation(args.allocation),
@@ -77,7 +99,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
         layerwise=LayerwiseConfig(windows=args.layerwise_windows) if args.layerwise else None,
         seed=args.seed,
     )
-    out = Path(args.out)
+    out = check_output_path(args.out, args.overwrite)      # before minutes of loading and fitting
+    from . import convert, save
+    from .loading import load_base_model
+    from .progress import console
+
     t0 = time.perf_counter()
     model, tokenizer, _ = load_base_model(args.model, args.device, args.dtype)
     load_s = time.perf_counter() - t0
@@ -101,13 +127,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .checkpoint import read_meta
+    from .checkpoint_files import read_meta, verify_tensors
 
     meta = read_meta(args.checkpoint)
+    verify_tensors(args.checkpoint, meta)
     summary = {k: meta[k] for k in ("format_version", "base_model", "config", "neuron")}
     summary["sites"] = len(meta["sites"])
     summary["prefix"] = meta.get("prefix", {"tokens": []})
     summary["fit"] = {k: v for k, v in meta.get("fit", {}).items() if not isinstance(v, list)}
+    summary["tensors"] = meta.get("tensors", {"verified": "against the file's own header"})
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -143,7 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .fitting import FitConfig      # one source for the fitting defaults
+    from .fitting.fit_config import FitConfig      # one source for the fitting defaults (torch-free)
 
     parser = argparse.ArgumentParser(
         prog="spiking-lm",
@@ -154,9 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="calibrate, fit all neurons, write a checkpoint directory",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     c.add_argument("--model", default="smollm2-135m", help="alias (smollm2-135m), local HF folder, or hub id")
-    c.add_argument("--out", required=True, help="checkpoint directory to write (atomically)")
-    c.add_argument("--timesteps", "-T", type=int, default=8, help="time steps T per neuron")
-    c.add_argument("--grains", type=int, default=2, help="number of grains (bases) n <= T")
+    c.add_argument("--out", required=True, help="checkpoint directory to write (atomically); refused if it is "
+                   "a file or a non-empty directory that is not a checkpoint")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out (other "
+                   "files there are kept)")
+    c.add_argument("--timesteps", "-T", type=POSITIVE, default=8, help="time steps T per neuron")
+    c.add_argument("--grains", type=POSITIVE, default=2, help="number of grains (bases) n <= T")
     c.add_argument("--neuron", default="multi-grain", help="preset: multi-grain, single-grain, binary, tied, "
                    "two-spike, rate, ttfs, integer")
     c.add_argument("--allocation", default=None, help="'uniform', 'search' (Alg. 2) or steps per grain, e.g. 2,6")
@@ -179,19 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--layerwise", action="store_true",
                    help="after the per-site fit, tune each block's tau and threshold offsets against the ANN "
                         "block's output (slower)")
-    c.add_argument("--layerwise-windows", type=int, default=2,
+    c.add_argument("--layerwise-windows", type=POSITIVE, default=2,
                    help="calibration windows the blocks are tuned on (with --layerwise)")
     c.add_argument("--sites", default=None, help=f"comma list of site types (default all: {','.join(ALL_SITE_TYPES)})")
     c.add_argument("--calibration-text", default="enwiki-excerpt", help="text asset for calibration")
-    c.add_argument("--calibration-tokens", type=int, default=16384)
-    c.add_argument("--sequence-length", type=int, default=512)
-    c.add_argument("--batch-size", type=int, default=4)
-    c.add_argument("--samples-per-site", type=int, default=16384)
-    c.add_argument("--rounds", type=int, default=FitConfig.rounds,
+    c.add_argument("--calibration-tokens", type=POSITIVE, default=16384)
+    c.add_argument("--sequence-length", type=POSITIVE, default=512)
+    c.add_argument("--batch-size", type=POSITIVE, default=4)
+    c.add_argument("--samples-per-site", type=POSITIVE, default=16384)
+    c.add_argument("--rounds", type=POSITIVE, default=FitConfig.rounds,
                    help="rounds N; each ends by keeping every site's best parameters")
-    c.add_argument("--threshold-steps", type=int, default=FitConfig.threshold_steps,
+    c.add_argument("--threshold-steps", type=NON_NEGATIVE, default=FitConfig.threshold_steps,
                    help="N1: steps per round on theta/h (Alg. 1; joint: part of the round)")
-    c.add_argument("--base-steps", type=int, default=FitConfig.base_steps,
+    c.add_argument("--base-steps", type=NON_NEGATIVE, default=FitConfig.base_steps,
                    help="N2: steps per round on the bases (Alg. 1; joint: part of the round)")
     schedule = c.add_mutually_exclusive_group()
     schedule.add_argument("--joint", dest="joint", action="store_true",
@@ -205,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_convert)
 
-    i = sub.add_parser("info", help="print a checkpoint's metadata")
+    i = sub.add_parser("info", help="print a checkpoint's metadata after verifying its tensor file "
+                       "(size and sha256); exit 2 if it is not whole")
     i.add_argument("checkpoint")
     i.set_defaults(func=cmd_info)
 
@@ -235,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"spiking-lm {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:       # bad input, unwritable paths, corrupt files: one line
+        detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"spiking-lm {args.command}: error: {detail}", file=sys.stderr)
         return 2
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .fitting import FitConfig
-from .layerwise import LayerwiseConfig
-from .neurons import NeuronSpec, PRESETS
-from .neurons.spec import validate_allocation, validate_steps
+from .fitting.fit_config import FitConfig
+from .layerwise_config import LayerwiseConfig
+from .neurons.spec import PRESETS, NeuronSpec, validate_allocation, validate_steps
 from .sites import ALL_SITE_TYPES, HEADROOM_SITE_TYPES, validate_site_types
 
 
@@ -104,6 +103,9 @@ class SpikingConfig:
             raise ValueError(f"unknown headroom site types {unknown}; choose from {list(ALL_SITE_TYPES)}")
         if isinstance(self.allocation, (list, tuple)):
             self.allocation = validate_allocation(tuple(self.allocation), self.timesteps)
+            if len(self.allocation) != self.grains:
+                raise ValueError(f"allocation {','.join(map(str, self.allocation))} has {len(self.allocation)} "
+                                 f"grains but grains={self.grains}; give one step count per grain")
         elif self.allocation not in (None, "search"):
             raise ValueError(f"allocation must be None, 'search' or a tuple of step counts, got {self.allocation!r}")
         for name in ("calibration_tokens", "sequence_length", "batch_size", "samples_per_site"):

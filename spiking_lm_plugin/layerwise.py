@@ -18,31 +18,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .hf_compat import CACHE_KWARGS, cache_of, with_cache
+from .layerwise_config import LayerwiseConfig
 from .model_surgery import spiking_sites
 from .prefix import _with_prefix
 from .progress import progress_bar
-
-
-@dataclass
-class LayerwiseConfig:
-    """tau_scales / threshold_shifts: the candidates tried per site (1.0 / 0.0, the fitted values, are
-    always kept as the fallback); windows x length: the calibration tokens the blocks are tuned on."""
-
-    tau_scales: tuple[float, ...] = (0.8, 1.25)
-    threshold_shifts: tuple[float, ...] = (-0.25, 0.25)
-    windows: int = 2
-    length: int = 256
-
-    def __post_init__(self) -> None:
-        self.tau_scales = tuple(float(x) for x in self.tau_scales)
-        self.threshold_shifts = tuple(float(x) for x in self.threshold_shifts)
-        for name in ("windows", "length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"LayerwiseConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if any(x <= 0 for x in self.tau_scales):
-            raise ValueError(f"LayerwiseConfig.tau_scales must be > 0, got {self.tau_scales}")
-        if any(abs(x) >= 1 for x in self.threshold_shifts):
-            raise ValueError(f"LayerwiseConfig.threshold_shifts must be in (-1, 1), got {self.threshold_shifts}")
 
 
 @dataclass
@@ -67,7 +47,7 @@ def _ann_trace(model: nn.Module, windows: torch.Tensor, batch: int):
     for i, layer in enumerate(layers):
         def pre(m, args, kwargs, i=i):
             captured[i] = (args[0] if args else kwargs["hidden_states"],
-                           {k: v for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values")})
+                           {k: v for k, v in kwargs.items() if k != "hidden_states" and k not in CACHE_KWARGS})
         def post(m, args, kwargs, out, i=i):
             captured[i] = captured[i] + (_output(out),)
         hooks += [layer.register_forward_pre_hook(pre, with_kwargs=True),
@@ -96,8 +76,8 @@ def _prefixed_inputs(model: nn.Module, ids: torch.Tensor) -> dict:
 
 
 def _run_block(model: nn.Module, layer: nn.Module, x: torch.Tensor, trace: dict, index: int) -> torch.Tensor:
-    cache = _prefixed_inputs(model, trace["ids"].to(x.device)).get("past_key_values")
-    return _output(layer(x, past_key_values=cache, **trace["kwargs"][index]))
+    cache = cache_of(_prefixed_inputs(model, trace["ids"].to(x.device)))
+    return _output(layer(x, **with_cache(trace["kwargs"][index], cache)))
 
 
 @torch.no_grad()

@@ -7,19 +7,55 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from .assets import resolve_model
-from .checkpoint import load, read_meta
+from .checkpoint import load
+from .checkpoint_files import CheckpointError, read_meta, verify_tensors
 from .energy import EnergyConstants, EnergyMeter
 from .model_surgery import attach
 
 #: per-document energy of the latest rolling-loglikelihood run, keyed by the document text; read by the
 #: metric functions of the energy tasks (``tasks/energy_metrics.py``)
 DOCUMENT_ENERGY: dict[str, dict[str, float]] = {}
+
+
+MODES = ("fused", "timestep")
+
+
+def _under_lm_eval_cli() -> bool:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return Path(sys.argv[0]).name in ("lm_eval", "lm-eval") or getattr(spec, "name", "") == "lm_eval.__main__"
+
+
+def _refuse(exc: Exception) -> NoReturn:
+    """Under the ``lm_eval`` command (which prints a traceback for any exception from a model's
+    constructor): the one line and exit status 2. From Python: the exception itself."""
+    if _under_lm_eval_cli():
+        print(f"spiking-hf: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    raise exc
+
+
+def _check_base_config(pretrained: Any, meta: dict, checkpoint: str) -> None:
+    """Refuse a checkpoint for another architecture or depth from the base's config alone (no weights)."""
+    if not isinstance(pretrained, str) or not (Path(pretrained) / "config.json").is_file():
+        return                                   # hub ids and model objects: the fingerprint check decides
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(pretrained)
+    base = meta["base_model"]
+    found = (getattr(config, "model_type", None), getattr(config, "num_hidden_layers", None))
+    if (base.get("architecture"), base.get("num_layers")) != found:
+        raise CheckpointError(f"checkpoint {checkpoint} was made for base model {base['name']!r} "
+                              f"({base.get('architecture')}, {base.get('num_layers')} layers), but {pretrained} "
+                              f"is a {found[0]} with {found[1]} layers")
 
 
 def _is_none(value: Any) -> bool:
@@ -34,18 +70,26 @@ class SpikingHFLM(HFLM):
     def __init__(self, pretrained: Any = "smollm2-135m", spiking: str | None = None, mode: str = "fused",
                  e_mac: float = 4.6, e_ac: float = 0.9, read_write: bool = False, e_rw: float = 5.0,
                  energy: bool = True, **kwargs: Any) -> None:
-        if mode not in ("fused", "timestep"):
-            raise ValueError(f"spiking-hf: mode must be 'fused' or 'timestep', got {mode!r}")
-        self.spiking_checkpoint = None if _is_none(spiking) else str(spiking)
-        if self.spiking_checkpoint is not None:
-            read_meta(self.spiking_checkpoint)       # fail fast, before loading the base model
-        if isinstance(pretrained, str):
-            pretrained = resolve_model(pretrained)
+        try:
+            if mode not in MODES:
+                raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+            self.spiking_checkpoint = None if _is_none(spiking) else str(spiking)
+            if isinstance(pretrained, str):
+                pretrained = resolve_model(pretrained)
+            if self.spiking_checkpoint is not None:      # everything checkable before the base weights load
+                meta = read_meta(self.spiking_checkpoint)
+                verify_tensors(self.spiking_checkpoint, meta)
+                _check_base_config(pretrained, meta, self.spiking_checkpoint)
+        except ValueError as exc:
+            _refuse(exc)
         kwargs.setdefault("dtype", "float32")
         super().__init__(pretrained=pretrained, **kwargs)
         model = self._model
         if self.spiking_checkpoint is not None:
-            load(model, self.spiking_checkpoint, mode=mode)
+            try:
+                load(model, self.spiking_checkpoint, mode=mode)
+            except ValueError as exc:
+                _refuse(exc)
             self.spiking_mode = mode
         else:
             attach(model).set_mode("ann")

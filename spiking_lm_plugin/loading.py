@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from .assets import resolve_model
@@ -21,6 +23,9 @@ def load_base_model(name: str, device: str = "cpu", dtype: str = "float32", devi
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(name)
+    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+        raise ValueError(f"could not load model {name!r}: {path} is a folder without config.json, not a Hugging "
+                         "Face model folder (save one with model.save_pretrained)")
     kwargs = {"dtype": parse_dtype(dtype)}
     if device_map:
         kwargs["device_map"] = device_map

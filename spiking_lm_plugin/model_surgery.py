@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .fingerprint import weights_fingerprint
+from .hf_compat import use_eager_attention
 from .modules import SpikeSite, SpikingAttention, SpikingLMHead, SpikingMLP
 from .runtime import SpikingRuntime
 from .sites import SUPPORTED_ARCHITECTURES
@@ -33,10 +34,7 @@ def attach(model: nn.Module) -> SpikingRuntime:
         return runtime
     check_architecture(model)
     fingerprint = model_fingerprint(model)
-    if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation("eager")    # a materialized mask: exact pair counts, any backend
-    else:
-        model.config._attn_implementation = "eager"
+    use_eager_attention(model)
     runtime = SpikingRuntime(mode="ann")
     device = next(model.parameters()).device
     for i, layer in enumerate(model.model.layers):

@@ -1,4 +1,4 @@
-"""Prefixed outlier tokens (PrefixQuant, DESIGN 'Outliers').
+"""Prefixed outlier tokens (PrefixQuant; docs/DESIGN.md, "Outliers").
 
 A few tokens become attention sinks with massive activations (token-wise max|x| at the down_proj input
 hundreds of times the median). They set every per-channel tau, so all other tokens are coded coarsely.
@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import DynamicCache
-
+from .hf_compat import cache_layers, cache_of, new_cache, shift_positions, with_cache
 from .model_surgery import spiking_sites
 
 
@@ -119,13 +118,17 @@ def compute_prefix_kv(model: nn.Module, tokens: list[int], bos_token_id: int | N
     runtime.meter = None
     try:
         device = next(model.parameters()).device
-        cache = DynamicCache(config=model.config)
-        model.model(input_ids=torch.tensor([tokens], device=device), past_key_values=cache, use_cache=True)
+        cache = new_cache(model.config)
+        model.model(**with_cache({"input_ids": torch.tensor([tokens], device=device), "use_cache": True}, cache))
     finally:
         runtime.set_mode(previous)
         runtime.meter = meter
-    keys = [layer.keys.detach().clone() for layer in cache.layers]
-    values = [layer.values.detach().clone() for layer in cache.layers]
+    layers = cache_layers(cache)
+    if len(layers) != len(model.model.layers) or any(k is None for k, _ in layers):
+        raise RuntimeError(f"the prefix forward filled {len(layers)} of {len(model.model.layers)} cache layers: "
+                           "the KV cache did not reach the attention modules")
+    keys = [k.detach().clone() for k, _ in layers]
+    values = [v.detach().clone() for _, v in layers]
     return PrefixKV(list(tokens), keys, values, bos_token_id)
 
 
@@ -146,8 +149,9 @@ def _prefix_hook(module: nn.Module, args: tuple, kwargs: dict):
 
 
 def _with_prefix(module: nn.Module, args: tuple, kwargs: dict):
-    """Inject the prefix KV as ``past_key_values`` (a fresh cache, or the empty one ``generate`` passes)
-    and shift positions and the 2-D attention mask by its length; None when there is nothing to do."""
+    """Inject the prefix KV as the KV cache (a fresh cache, or the empty one ``generate`` passes)
+    and shift positions (every position keyword) and the 2-D attention mask by its length; None when
+    there is nothing to do."""
     prefix: PrefixKV | None = getattr(module, "spiking_prefix", None)
     if prefix is None or len(prefix) == 0:
         return None
@@ -158,9 +162,9 @@ def _with_prefix(module: nn.Module, args: tuple, kwargs: dict):
         return None
     bsz, length = ref.shape[0], ref.shape[1]
     p = len(prefix)
-    cache = kwargs.get("past_key_values")
+    cache = cache_of(kwargs)
     if cache is None or cache.get_seq_length() == 0:
-        cache = cache if cache is not None else DynamicCache(config=module.config)
+        cache = cache if cache is not None else new_cache(module.config)
         dtype = module.model.embed_tokens.weight.dtype
         for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
             k, v = k.to(ref.device, dtype), v.to(ref.device, dtype)
@@ -171,7 +175,7 @@ def _with_prefix(module: nn.Module, args: tuple, kwargs: dict):
         if ids is not None and prefix.bos_token_id is not None and prefix.bos_token_id in prefix.tokens:
             hidden = ids[:, 0] == prefix.bos_token_id
         cache.spiking_hidden_bos = hidden if hidden is not None and bool(hidden.any()) else None
-        kwargs["past_key_values"] = cache
+        kwargs = with_cache(kwargs, cache)
     elif getattr(cache, "spiking_prefix_length", None) != p:
         return None                        # a cache this hook did not start: leave it as given
     mask = kwargs.get("attention_mask")
@@ -184,9 +188,7 @@ def _with_prefix(module: nn.Module, args: tuple, kwargs: dict):
         if hidden is not None:
             mask[:, p] = torch.where(hidden.to(mask.device), torch.zeros_like(mask[:, p]), mask[:, p])
         kwargs["attention_mask"] = mask
-    if kwargs.get("position_ids") is not None:
-        kwargs["position_ids"] = kwargs["position_ids"] + p
-    return (), kwargs
+    return (), shift_positions(kwargs, p)
 
 
 def install_prefix(model: nn.Module, tokens: list[int], bos_token_id: int | None = None) -> None:

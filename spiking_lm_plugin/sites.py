@@ -1,4 +1,4 @@
-"""Where spikes go (DESIGN 'Where spikes go'): the site types of a decoder layer plus the head input."""
+"""Where spikes go (docs/DESIGN.md, "Where spikes go"): the site types of a decoder layer plus the head input."""
 
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-T", "0"], "T must be an integer >= 1"),
+    (["-T", "0"], "argument --timesteps/-T: must be >= 1, got 0"),
+    (["--grains", "2", "--allocation", "2,2,4"], "has 3 grains but grains=2"),
     (["-T", "2", "--grains", "3"], "more grains (3) than time steps"),
     (["--allocation", "2,2"], "sums to 4, not T=8"),
     (["--prefix", "x,y"], "--prefix must be 'auto', 'none' or comma-separated token ids"),
@@ -71,6 +72,7 @@ def test_tasks_dir_holds_the_packaged_tasks():
     assert (path / "spiking_enwiki_ppl.yaml").is_file() and (path / "energy_metrics.py").is_file()
 
 
+@pytest.mark.smoke
 def test_import_hook_is_cheap_and_registers_spiking_hf():
     # interpreter start: the .pth runs the hook, which imports neither torch nor lm_eval
     proc = run(sys.executable, "-c", "import sys; print('spiking_lm_lmeval_hook' in sys.modules, "
@@ -101,6 +103,15 @@ def test_regular_install_ships_the_hook_tasks_and_configs(tmp_path):
     check = run(sys.executable, "-S", "-c", f"import site, sys; site.addsitedir({str(target)!r}); "
                 "print('spiking_lm_lmeval_hook' in sys.modules, 'lm_eval' in sys.modules)", cwd=tmp_path)
     assert check.stdout.split() == ["True", "False"], check.stderr
+
+
+@pytest.mark.smoke
+def test_lm_eval_entry_point_is_declared():
+    """Harnesses with entry-point plugin discovery find ``spiking-hf`` without the .pth hook."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep.value for ep in entry_points(group="lm_eval.models")}
+    assert found.get("spiking-hf") == "spiking_lm_plugin.lm_eval_model:SpikingHFLM", found
 
 
 def test_benchmark_scripts_compile():

@@ -1,4 +1,4 @@
-"""Energy counting on hand-checkable cases (paper eq. 18 with the DESIGN rules)."""
+"""Energy counting on hand-checkable cases (paper eq. 18; docs/DESIGN.md, "Energy")."""
 
 import itertools
 

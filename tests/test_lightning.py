@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
@@ -39,6 +40,7 @@ def tiny_recipe(tmp_path: Path, model_dir: Path) -> Path:
     return path
 
 
+@pytest.mark.smoke
 def test_lightning_cli_fit_writes_a_loadable_checkpoint_that_beats_binary(tmp_path, tiny_model_dir):
     env = {**os.environ, "SPIKING_LM_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run([TRAIN, "fit", "--config", str(tiny_recipe(tmp_path, tiny_model_dir)),
@@ -63,6 +65,7 @@ def test_lightning_cli_fit_writes_a_loadable_checkpoint_that_beats_binary(tmp_pa
     assert torch.equal(logged, load_file(str(ckpt / "neurons.safetensors"))["neurons.bases"])
 
 
+@pytest.mark.smoke
 def test_print_config_and_help():
     proc = subprocess.run([TRAIN, "fit", "--print_config"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "threshold_steps: 40" in proc.stdout and "calibration_tokens" in proc.stdout

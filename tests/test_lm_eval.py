@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ def spiking_run(tmp_path_factory, tiny_model_dir, tiny_checkpoint):
     return results, proc
 
 
+@pytest.mark.smoke
 def test_cli_runs_perplexity_and_multiple_choice_with_energy(spiking_run):
     results, proc = spiking_run
     ppl = results["results"]["spiking_enwiki_ppl_short"]
@@ -73,12 +75,20 @@ def test_fused_and_timestep_give_the_same_scores(tmp_path, tiny_model_dir, tiny_
     assert timestep["config"]["spiking"]["mode"] == "timestep"
 
 
-@pytest.mark.parametrize("kind", ["missing", "not-a-checkpoint", "other-base"])
+@pytest.mark.parametrize("kind", ["missing", "not-a-checkpoint", "other-base", "truncated", "bad-mode"])
 def test_bad_checkpoints_fail_with_one_clear_line(tmp_path, tiny_model_dir, tiny_checkpoint, kind):
+    mode = "fused"
     if kind == "missing":
         ckpt, expected = tmp_path / "nope", "does not exist"
     elif kind == "not-a-checkpoint":
         ckpt, expected = tmp_path, "is not a spiking checkpoint"
+    elif kind == "truncated":
+        ckpt, expected = tmp_path / "cut", "is truncated"
+        shutil.copytree(tiny_checkpoint, ckpt)
+        data = (ckpt / "neurons.safetensors").read_bytes()
+        (ckpt / "neurons.safetensors").write_bytes(data[: len(data) // 2])
+    elif kind == "bad-mode":
+        ckpt, expected, mode = tiny_checkpoint, "mode must be one of fused, timestep, got 'bogus'", "bogus"
     else:   # same tokenizer and shapes, different weights
         from transformers import AutoTokenizer
 
@@ -89,10 +99,12 @@ def test_bad_checkpoints_fail_with_one_clear_line(tmp_path, tiny_model_dir, tiny
         tiny_model("llama", vocab_size=len(tokenizer), seed=99).save_pretrained(other)
         tokenizer.save_pretrained(other)
         ckpt, expected, tiny_model_dir = tiny_checkpoint, "was made for base model", other
-    _, proc = lm_eval(tmp_path, "spiking-hf", f"pretrained={tiny_model_dir},spiking={ckpt}", "spiking_enwiki_cloze")
-    assert proc.returncode != 0
+    _, proc = lm_eval(tmp_path, "spiking-hf", f"pretrained={tiny_model_dir},spiking={ckpt},mode={mode}",
+                      "spiking_enwiki_cloze")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
     last = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1]
-    assert "CheckpointError" in last and expected in last, last
+    assert last.startswith("spiking-hf: error: ") and expected in last, last
 
 
 def test_energy_task_metrics_equal_the_meter(tiny_model_dir, tiny_checkpoint):

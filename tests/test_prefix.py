@@ -69,6 +69,7 @@ def test_a_second_bos_is_hidden_behind_a_bos_prefix():
     assert not torch.allclose(hidden, logits(model, ids), atol=1e-4)
 
 
+@pytest.mark.smoke
 def test_prefix_round_trips_and_both_executions_agree(tmp_path):
     model = tiny_model()
     slm.convert(model, tiny_config(prefix=PREFIX), calibration=random_windows(256), show_progress=False)

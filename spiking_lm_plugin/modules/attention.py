@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
-
 from .. import energy
+from ..hf_compat import apply_rotary_pos_emb, check_attention_mask, repeat_kv, split_attention_kwargs
 from ..runtime import SpikingRuntime
 from .block import SpikingBlock
 from .spike_ops import nonlinearity_steps, product, product_steps
@@ -52,8 +51,10 @@ class SpikingAttention(SpikingBlock):
             "o_in": SpikeSite(prefix + "o_in", heads * self.head_dim, runtime, feeds_linear=True),
         })
 
-    def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None,
-                past_key_values=None, **kwargs):
+    def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None, **kwargs):
+        where = f"layers.{self.layer_idx}.self_attn"
+        cache = split_attention_kwargs(kwargs, where)
+        check_attention_mask(attention_mask, where)
         meter = self._meter()
         timestep = self.runtime.timestep
         need = meter is not None or timestep
@@ -69,8 +70,8 @@ class SpikingAttention(SpikingBlock):
         v = self._linear(self.v_proj, x, "v_proj", tokens).view(shape).transpose(1, 2)
         cos, sin = position_embeddings
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
         k_len = k.shape[-2]
         qs = self._site("q", q, need)
         ks, vs = self._site("k", k, need), self._site("v", v, need)

@@ -1,4 +1,4 @@
-"""Operations on spikes, in both executions (DESIGN 'Exact equivalence').
+"""Operations on spikes, in both executions (docs/DESIGN.md, "Two executions, one function").
 
 fused:    ops run once on SN(x).
 timestep: ops run on spike frames; a linear accumulates W s_t per step and scales by d_t,

@@ -68,7 +68,7 @@ class NeuronBank(nn.Module):
         self.theta_rel.clamp_(min=1e-3)
         self.h_rel.clamp_(min=1e-3)
 
-    #: surrogate width unit: "tau" (DESIGN: z = (v - theta) / tau) or "step" (z = (v - theta) / d0_t). With
+    #: surrogate width unit: "tau" (z = (v - theta) / tau) or "step" (z = (v - theta) / d0_t). With
     #: "tau" a width that suits the coarse steps blurs the fine ones (at T = 8 the finest step is tau/256):
     #: on SmolLM2 T = 8 "step" (beta 5) gave +4.3% perplexity over the ANN where "tau" (beta 40) gave +25%.
     surrogate_unit: str = "step"

@@ -1,0 +1,27 @@
+"""The layer-wise calibration recipe: a torch-free dataclass (read by the command line and SpikingConfig)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class LayerwiseConfig:
+    """tau_scales / threshold_shifts: the candidates tried per site (1.0 / 0.0, the fitted values, are
+    always kept as the fallback); windows x length: the calibration tokens the blocks are tuned on."""
+
+    tau_scales: tuple[float, ...] = (0.8, 1.25)
+    threshold_shifts: tuple[float, ...] = (-0.25, 0.25)
+    windows: int = 2
+    length: int = 256
+
+    def __post_init__(self) -> None:
+        self.tau_scales = tuple(float(x) for x in self.tau_scales)
+        self.threshold_shifts = tuple(float(x) for x in self.threshold_shifts)
+        for name in ("windows", "length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LayerwiseConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if any(x <= 0 for x in self.tau_scales):
+            raise ValueError(f"LayerwiseConfig.tau_scales must be > 0, got {self.tau_scales}")
+        if any(abs(x) >= 1 for x in self.threshold_shifts):
+            raise ValueError(f"LayerwiseConfig.threshold_shifts must be in (-1, 1), got {self.threshold_shifts}")
