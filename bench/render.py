@@ -98,6 +98,12 @@ SECTIONS = [
      "7B-shaped H100 row is missing. Measured on 2026-11-23 with Alg. 1 fitting (then the default) and not "
      "re-run since: with the joint default expect the fit column about 1.7x higher (fitting throughput "
      "table)."),
+    ("transform_fallback", "The exact fallback transform against the true Hadamard",
+     "Where no Hadamard construction is known for a down_proj input size, the online transform is a seeded "
+     "random orthogonal matrix on the odd part times a Walsh-Hadamard on the power of two (still exact and "
+     "orthogonal, the same cost class). No popular model needs it today; this table forces it on SmolLM2's "
+     "1536 (3 x 512) to show what it would cost against the Hadamard 12 x 128 the default uses. `vs analog` "
+     "compares each row with its own analog reference (same prefix and transform, every site analog)."),
     ("startup", "Start-up: the import hook and the command line",
      "What a user pays before any work. The `.pth` hook runs at every interpreter start in the environment "
      "(target: well under 5 ms; it imports no module at all). `--help`, `tasks-dir` and argument or recipe "

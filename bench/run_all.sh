@@ -14,5 +14,6 @@ $PY bench/energy.py
 $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
 $PY bench/scale.py
 $PY bench/seed_spread.py
+$PY bench/transform_fallback.py
 $PY bench/startup.py
 $PY bench/render.py

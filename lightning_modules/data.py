@@ -46,7 +46,8 @@ class ActivationDataModule(pl.LightningDataModule):
     def __init__(self, model: str = "smollm2-135m", calibration_text: str = "enwiki-excerpt",
                  calibration_tokens: int = 16384, sequence_length: int = 512, batch_size: int = 4,
                  samples_per_site: int = 16384, sites: list[str] | None = None, tau: str = "channel",
-                 tau_headroom: float = 1.5, rotation: str = "online", prefix: str | list[int] = "auto",
+                 tau_headroom: float = 1.5, rotation: str = "online", online_transform: str = "auto",
+                 prefix: str | list[int] = "auto",
                  exclude_outlier_tokens: bool = True, batch_samples: int = 4096, device: str = "cpu",
                  dtype: str = "float32",
                  device_map: str | None = None, cache: bool = True, seed: int = 0) -> None:
@@ -55,7 +56,8 @@ class ActivationDataModule(pl.LightningDataModule):
         self.config = SpikingConfig(calibration_text=calibration_text, calibration_tokens=calibration_tokens,
                                     sequence_length=sequence_length, batch_size=batch_size,
                                     samples_per_site=samples_per_site, sites=tuple(sites or ALL_SITE_TYPES),
-                                    tau=tau, tau_headroom=tau_headroom, rotation=rotation, prefix=prefix,
+                                    tau=tau, tau_headroom=tau_headroom, rotation=rotation,
+                                    online_transform=online_transform, prefix=prefix,
                                     exclude_outlier_tokens=exclude_outlier_tokens, seed=seed)
         self.calibration: Calibration | None = None
         self.model_info: dict = {}
@@ -70,8 +72,8 @@ class ActivationDataModule(pl.LightningDataModule):
                              for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
         recipe = {k: v for k, v in self.config.to_dict().items()
                   if k in ("calibration_text", "calibration_tokens", "sequence_length", "samples_per_site",
-                           "sites", "tau", "tau_headroom", "headroom_sites", "rotation", "prefix", "prefix_eta",
-                           "prefix_max_tokens", "exclude_outlier_tokens", "seed")}
+                           "sites", "tau", "tau_headroom", "headroom_sites", "rotation", "online_transform",
+                           "prefix", "prefix_eta", "prefix_max_tokens", "exclude_outlier_tokens", "seed")}
         blob = json.dumps({"model": path, "weights": weights, "recipe": recipe, "dtype": self.hparams.dtype,
                            "format": 1}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -72,7 +72,13 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
             f"{base['fingerprint'][:12]}), but the loaded model's weights fingerprint is "
             f"{model.spiking_fingerprint[:12]}: load the same base model it was converted from")
     config = SpikingConfig.from_dict(meta["config"])
-    apply_rotation(model, config.rotation, config.seed)      # re-derived from base + recipe, never stored
+    # re-derived from base + recipe, never stored; a transform other than the one the neurons were fitted
+    # behind (another spiking-lm choosing another construction) would change every down_proj input
+    used = apply_rotation(model, config.rotation, config.seed, config.online_transform)
+    recorded = meta.get("fit", {}).get("online_transforms")
+    if recorded and recorded != used:
+        raise CheckpointError(f"checkpoint {directory} was fitted behind the online transforms {recorded}, but "
+                              f"this spiking-lm builds {used}; use the spiking-lm version that wrote it")
     expected = selected_sites(model, config)
     stored = list(meta["sites"])
     if stored != expected:

@@ -89,6 +89,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     config = SpikingConfig(
         timesteps=args.timesteps, grains=args.grains, neuron=args.neuron, allocation=_parse_allocation(args.allocation),
         tau=args.tau, tau_headroom=_parse_headroom(args.tau_headroom), rotation=args.rotation,
+        online_transform=args.online_transform,
         sites=tuple(args.sites.split(",")) if args.sites else ALL_SITE_TYPES,
         calibration_text=args.calibration_text, calibration_tokens=args.calibration_tokens,
         sequence_length=args.sequence_length, batch_size=args.batch_size, samples_per_site=args.samples_per_site,
@@ -116,6 +117,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     layerwise = state.fit.get("layerwise", {}).get("seconds")
     console.print(f"load {load_s:.1f}s, calibrate {state.fit['calibrate_s']:.1f}s, fit {state.fit['fit_s']:.1f}s, "
                   + (f"layer-wise {layerwise:.1f}s, " if layerwise is not None else "") + f"save {save_s:.2f}s")
+    for size, transform in state.fit.get("online_transforms", {}).items():
+        console.print(f"down_proj input {size}: {transform}")
     if state.prefix:
         console.print(f"prefix tokens {state.prefix} (their KV is computed once and every input runs after it)")
     left_out = state.fit.get("prefix_search", {}).get("outlier_tokens_left_out")
@@ -199,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rotation", default="online", choices=["none", "online", "full"],
                    help="online: exact Hadamard transform of the down_proj input, folded into its weight; "
                         "full: also rotate the residual stream (RMSNorm weights folded)")
+    c.add_argument("--online-transform", default="auto", choices=["auto", "hadamard", "random"],
+                   help="the down_proj input transform: auto = a Hadamard where one is constructible for the "
+                        "size, else an exact seeded orthogonal Kronecker transform; random = that fallback "
+                        "at every size (to measure it)")
     c.add_argument("--prefix", default="auto",
                    help="prefixed outlier tokens (PrefixQuant): 'auto' (chosen on calibration data), 'none', or "
                         "comma-separated token ids")

@@ -30,6 +30,9 @@ class SpikingConfig:
     rotation: ``"none"``, ``"online"`` (an exact Hadamard transform of the down_proj input, folded into
     down_proj's weight: the outlier-heavy site is coded in a basis where its outliers are spread out) or
     ``"full"`` (also the residual stream rotated by a Hadamard / seeded orthogonal Q, RMSNorm weights folded).
+    online_transform: the down_proj input transform of ``online``/``full``: ``"auto"`` (a Hadamard where one
+    is constructible for the size, else the exact seeded Kronecker fallback, hadamard.py), ``"hadamard"``
+    (a Hadamard or an error) or ``"random"`` (the fallback at every size, for measuring what it costs).
     prefix: ``"auto"`` (PrefixQuant: outlier tokens chosen greedily on calibration data, their KV computed
     once and every input run after them), ``"none"``, or an explicit list of token ids. ``prefix_eta``: a
     token is an outlier when its max|x| at a down_proj input exceeds eta times the median.
@@ -51,6 +54,7 @@ class SpikingConfig:
     tau_headroom: Any = "auto"
     headroom_sites: tuple[str, ...] = HEADROOM_SITE_TYPES
     rotation: str = "online"
+    online_transform: str = "auto"
     prefix: Any = "auto"
     prefix_eta: float = 64.0
     prefix_max_tokens: int = 4
@@ -82,6 +86,8 @@ class SpikingConfig:
             raise ValueError(f"unknown neuron preset {self.neuron!r}; choose one of {sorted(PRESETS)}")
         if self.rotation not in ("none", "online", "full"):
             raise ValueError(f"rotation must be 'none', 'online' or 'full', got {self.rotation!r}")
+        if self.online_transform not in ("auto", "hadamard", "random"):
+            raise ValueError(f"online_transform must be 'auto', 'hadamard' or 'random', got {self.online_transform!r}")
         if isinstance(self.prefix, (list, tuple)):
             if not all(isinstance(t, int) and t >= 0 for t in self.prefix):
                 raise ValueError(f"prefix token ids must be non-negative integers, got {list(self.prefix)}")

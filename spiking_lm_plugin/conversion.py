@@ -126,6 +126,7 @@ class Calibration:
     prefix_search: dict = field(default_factory=dict)
     windows: torch.Tensor | None = None       # the calibration token windows (layer-wise calibration reuses them)
     reservoirs: dict[str, SiteReservoir] | None = None   # the raw samples, to re-normalize for another recipe
+    transforms: dict[str, str] = field(default_factory=dict)   # down_proj input size -> online transform used
 
     def for_config(self, config: SpikingConfig) -> "Calibration":
         """The same calibration normalized for ``config`` (another tau granularity or headroom, e.g. another T
@@ -145,7 +146,7 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
     """
     t0 = time.perf_counter()
     attach(model)
-    apply_rotation(model, config.rotation, config.seed)
+    transforms = apply_rotation(model, config.rotation, config.seed, config.online_transform)
     names = selected_sites(model, config)
     if calibration is None or (isinstance(calibration, (list, tuple)) and calibration and isinstance(calibration[0], str)):
         if tokenizer is None:
@@ -166,7 +167,7 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
         search = {**search, "outlier_tokens_left_out": model.spiking_runtime.outlier_tokens}
     samples, taus = normalized_samples(reservoirs, config)
     return Calibration(samples, taus, names, int(calibration.numel()), time.perf_counter() - t0, prefix, bos,
-                       search, calibration, reservoirs)
+                       search, calibration, reservoirs, transforms)
 
 
 def _bos_token_id(model: nn.Module, tokenizer) -> int | None:
@@ -211,6 +212,7 @@ def build_state(config: SpikingConfig, calib: Calibration, result: FitResult, ba
             "round_loss": result.round_loss,
             "allocations": [list(a) for a in result.bank.allocations],
             "prefix_search": calib.prefix_search,
+            "online_transforms": dict(calib.transforms),
         },
         prefix=list(calib.prefix), bos_token_id=calib.bos_token_id,
     )

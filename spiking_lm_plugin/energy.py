@@ -266,10 +266,8 @@ def count_nonlinear(meter: EnergyMeter, kind: str, op: str, numel: int) -> None:
     meter.add(kind, mac=NONLINEAR_MACS[op] * numel, rw_bits=32 * 2 * numel)
 
 
-def count_hadamard(meter: EnergyMeter, numel: int) -> None:
-    """Online Hadamard on analog values: ~log2(n) + m adds/multiplies per element; counted as MACs in both."""
-    meter.add("hadamard", mac=numel * HADAMARD_MACS_PER_ELEMENT, rw_bits=32 * 2 * numel)
-
-
-#: 1536 = 12 x 128: 7 butterfly stages plus a 12-term dot product per element
-HADAMARD_MACS_PER_ELEMENT = 19
+def count_hadamard(meter: EnergyMeter, numel: int, macs_per_element: int) -> None:
+    """Online transform on analog values: log2(p) butterfly stages plus an m-term dot product per element
+    for a size m x p (``OnlineTransform.macs_per_element``: 19 for 1536 = 12 x 128, 37 for 14336 = 28 x 512);
+    counted as MACs in both the ANN and the SNN."""
+    meter.add("hadamard", mac=numel * macs_per_element, rw_bits=32 * 2 * numel)

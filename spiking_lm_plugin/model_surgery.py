@@ -102,26 +102,33 @@ def _rotate_residual(model: nn.Module, seed: int) -> None:
     backbone.norm.weight.fill_(1.0)
 
 
-def apply_rotation(model: nn.Module, rotation: str, seed: int = 0) -> None:
-    """Fold the recipe's exact transforms into the weights (idempotent): ``online`` puts a Hadamard H on
-    the down_proj input at run time and replaces W by W H^T; ``full`` also rotates the residual stream
-    (norms folded); the ANN function is unchanged either way."""
-    from .hadamard import fast_hadamard, has_hadamard
+def apply_rotation(model: nn.Module, rotation: str, seed: int = 0, transform: str = "auto") -> dict[str, str]:
+    """Fold the recipe's exact transforms into the weights (idempotent): ``online`` puts an orthogonal T on
+    the down_proj input at run time and replaces W by W T^T (a Hadamard where one is constructible, else
+    the seeded Kronecker fallback; ``transform`` in hadamard.online_transform); ``full`` also rotates the
+    residual stream (norms folded); the ANN function is unchanged either way. Returns, per down_proj input
+    size, the transform used."""
+    from .hadamard import online_transform
 
     done = getattr(model, "spiking_rotation", "none")
     if rotation == done:
-        return
+        return dict(getattr(model, "spiking_transforms", {}))
     if done != "none":
         raise ValueError(f"model already carries rotation {done!r}; load a fresh base model for {rotation!r}")
+    used: dict[str, str] = {}
+    if rotation in ("online", "full"):     # every size checked before any weight changes
+        transforms = [online_transform(layer.mlp.down_proj.in_features, transform, seed)
+                      for layer in model.model.layers]
     if rotation == "full":
         _rotate_residual(model, seed)
     if rotation in ("online", "full"):
-        for layer in model.model.layers:
+        for layer, t in zip(model.model.layers, transforms):
             mlp = layer.mlp
-            n = mlp.down_proj.in_features
-            if not has_hadamard(n):
-                raise ValueError(f"no Hadamard construction for intermediate size {n}; use rotation='none'")
             with torch.no_grad():
-                mlp.down_proj.weight.copy_(fast_hadamard(mlp.down_proj.weight.double()).to(mlp.down_proj.weight.dtype))
-            mlp.online_hadamard = True
+                w = mlp.down_proj.weight
+                w.copy_(t.apply(w.double()).to(w.dtype))
+            mlp.online_transform = t
+            used[str(t.size)] = t.describe()
     model.spiking_rotation = rotation
+    model.spiking_transforms = used
+    return used

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import energy
-from ..hadamard import fast_hadamard
 from ..runtime import SpikingRuntime
 from .block import SpikingBlock
 from ..neurons.kernels import coincidences
@@ -26,7 +25,7 @@ class SpikingMLP(SpikingBlock):
             raise ValueError(f"layer {layer}: only SiLU-gated MLPs are supported, got {type(mlp.act_fn).__name__}")
         self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
         self.runtime = runtime
-        self.online_hadamard = False      # set by model_surgery.apply_rotation
+        self.online_transform = None      # an OnlineTransform, set by model_surgery.apply_rotation
         hidden, inter = self.gate_proj.in_features, self.gate_proj.out_features
         prefix = f"layers.{layer}."
         self.sites = nn.ModuleDict({
@@ -62,10 +61,10 @@ class SpikingMLP(SpikingBlock):
             energy.count_elementwise_product(meter, "gate_product", a.frames, b.frames, act.numel(),
                                              None if a.analog else a.d.numel(), a.events, b.events, both)
         prod = product(a, b, torch.mul, timestep)
-        if self.online_hadamard:
-            prod = fast_hadamard(prod)
+        if self.online_transform is not None:
+            prod = self.online_transform.apply(prod)
             if meter is not None:
-                energy.count_hadamard(meter, prod.numel())
+                energy.count_hadamard(meter, prod.numel(), self.online_transform.macs_per_element)
         p = self._site("down_in", prod, need_frames=False)
         return self._linear(self.down_proj, p, "down_proj", tokens)
 
