@@ -9,7 +9,18 @@ from torch import nn
 
 from .fitting import SiteReservoir
 from .model_surgery import spiking_sites
+from .prefix import _with_prefix
 from .progress import progress_bar
+
+
+def record_batch(model: nn.Module, batch: torch.Tensor) -> None:
+    """One calibration forward in ``record`` mode: the backbone (behind the prefix, when one is installed),
+    then the head's input site only. The logits are never needed, so the lm_head matmul (a fifth of
+    SmolLM2's forward) is skipped; every site sees exactly what the full forward would show it."""
+    inputs = {"input_ids": batch, "use_cache": False}
+    hooked = _with_prefix(model, (), inputs)
+    hidden = model.model(**(hooked[1] if hooked else inputs)).last_hidden_state
+    model.lm_head.sites["head_in"](hidden, need_frames=False)
 
 
 def token_windows(tokenizer, texts: Iterable[str], tokens: int, sequence_length: int) -> torch.Tensor:
@@ -52,7 +63,7 @@ def record_activations(model: nn.Module, windows: torch.Tensor, site_names: list
         with progress_bar("calibrating", len(batches), show_progress) as advance:
             for batch in batches:
                 runtime.record_keep = torch.ones(batch.shape, dtype=torch.bool, device=device)
-                model(input_ids=batch.to(device), use_cache=False)
+                record_batch(model, batch.to(device))
                 advance()
     finally:
         runtime.set_mode(previous)

@@ -149,9 +149,19 @@ def count_elementwise_product(meter: EnergyMeter, kind: str, a_frames, b_frames,
                               timesteps: int | None, a_events=None, b_events=None, both=None) -> None:
     """SiLU(gate) * up: n_A = n_B = 1, AC = nnz(A_t) + nnz(B_t) + nnz(A_t and B_t) summed over t.
     ``*_events`` / ``both``: the operands' spike counts and coincidences when the caller already has them
-    (then no frames are needed)."""
+    (then no frames are needed). ``timesteps``: T of the spiking operand(s), None when both are analog.
+    One operand analog: each spike of the other adds the analog value (one AC per spike) and each step's
+    accumulation is scaled once (T MACs per element), the rule of a linear layer fed by spikes."""
     if timesteps is None:
         meter.add(kind, mac=numel, rw_bits=32 * 3 * numel)
+        return
+    a_spiking = a_frames is not None or a_events is not None
+    b_spiking = b_frames is not None or b_events is not None
+    if a_spiking != b_spiking:
+        frames, events = (a_frames, a_events) if a_spiking else (b_frames, b_events)
+        spikes = nnz(frames) if events is None else float(events)
+        meter.add(kind, mac=timesteps * numel, ac=spikes, rw_bits=spikes + 32 * 2 * numel,
+                  ann_mac=numel, ann_rw_bits=32 * 3 * numel)
         return
     na = nnz(a_frames) if a_events is None else float(a_events)
     nb = nnz(b_frames) if b_events is None else float(b_events)

@@ -112,3 +112,29 @@ def test_grouped_attention_counts_match_brute_force(mask):
     columns = EnergyMeter()
     energy.count_attn_values(columns, "pv", None, v, allowed, heads=H, head_dim=D, timesteps=T, p_columns=p.sum(-2))
     assert columns.by_kind["pv"] == pytest.approx(meter.by_kind["pv"])
+
+
+@pytest.mark.parametrize("analog", ["up", "gate_act"])
+@pytest.mark.parametrize("mode", ["fused", "timestep"])
+def test_a_gate_product_with_one_analog_operand_counts_the_spiking_ones(analog, mode):
+    """Sites without ``up`` (or without ``gate_act``): the product is fed by one spike train, so it costs
+    one AC per spike of that operand and T scaling MACs per element, never ANN MACs only, never a crash."""
+    import spiking_lm_plugin as slm
+    from spiking_lm_plugin.sites import ALL_SITE_TYPES
+
+    from .helpers import random_windows, tiny_config, tiny_model
+
+    model = tiny_model()
+    sites = tuple(s for s in ALL_SITE_TYPES if s != analog)
+    slm.convert(model, tiny_config(sites=sites), calibration=random_windows(256), show_progress=False)
+    slm.set_mode(model, mode)
+    meter = EnergyMeter()
+    model.spiking_runtime.meter = meter
+    ids = random_windows(256, n=2, length=8, seed=3)
+    with torch.no_grad():
+        model(ids)
+    spiking = "gate_act" if analog == "up" else "up"
+    spikes = sum(meter.sites[f"layers.{i}.{spiking}"].spikes for i in range(2))
+    mac, ac = meter.by_kind["gate_product"]
+    numel = 2 * 2 * 8 * model.config.intermediate_size          # layers x batch x length x width
+    assert spikes > 0 and ac == spikes and mac == 8 * numel

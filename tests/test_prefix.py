@@ -193,3 +193,33 @@ def test_recorded_tokens_follow_each_site_layout():
     assert recorded_tokens(probs, keep).numel() == probs.numel() - 5 * 7
     assert recorded_tokens(hidden, None) is hidden
     assert recorded_tokens(hidden, torch.ones(2, 3, dtype=torch.bool)) is hidden
+
+
+@pytest.mark.parametrize("prefix", [[], PREFIX], ids=["no-prefix", "prefix"])
+def test_calibration_records_what_the_full_forward_shows_every_site(prefix):
+    """The calibration forward skips the lm_head matmul; every reservoir must still equal the one a full
+    model forward in record mode fills (the head site included)."""
+    from spiking_lm_plugin.calibration import record_activations
+
+    windows = random_windows(256, n=4, length=16, seed=9)
+    filled = {}
+    for path in ("calibration", "full forward"):
+        model = tiny_model()
+        attach(model)
+        install_prefix(model, prefix)
+        names = list(spiking_sites(model))
+        if path == "calibration":
+            filled[path] = record_activations(model, windows, names, capacity=64, show_progress=False)
+        else:
+            import spiking_lm_plugin.calibration as calibration
+
+            original = calibration.record_batch
+            calibration.record_batch = lambda m, b: m(input_ids=b, use_cache=False)
+            try:
+                filled[path] = record_activations(model, windows, names, capacity=64, show_progress=False)
+            finally:
+                calibration.record_batch = original
+    for name, res in filled["calibration"].items():
+        other = filled["full forward"][name]
+        assert res.seen == other.seen > 0 and torch.equal(res.values, other.values), name
+        assert torch.equal(res.channel_max, other.channel_max) and torch.equal(res.channel_ids, other.channel_ids)

@@ -58,8 +58,9 @@ class SpikingMLP(SpikingBlock):
             both = None
             if all(spiking) and not timestep:
                 both = coincidences(act, self.sites["gate_act"], up, self.sites["up"])
-            energy.count_elementwise_product(meter, "gate_product", a.frames, b.frames, act.numel(),
-                                             None if a.analog else a.d.numel(), a.events, b.events, both)
+            steps = next((s.d.numel() for s in (a, b) if not s.analog), None)
+            energy.count_elementwise_product(meter, "gate_product", a.frames, b.frames, act.numel(), steps,
+                                             a.events, b.events, both)
         prod = product(a, b, torch.mul, timestep)
         if self.online_transform is not None:
             prod = self.online_transform.apply(prod)
