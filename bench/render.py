@@ -104,6 +104,12 @@ SECTIONS = [
      "orthogonal, the same cost class). No popular model needs it today; this table forces it on SmolLM2's "
      "1536 (3 x 512) to show what it would cost against the Hadamard 12 x 128 the default uses. `vs analog` "
      "compares each row with its own analog reference (same prefix and transform, every site analog)."),
+    ("architectures", "What each decoder family costs (tiny random models, one shape)",
+     "Every supported family at one shape (hidden 256, intermediate 512, 4 layers, random weights from its "
+     "transformers config class), the default recipe at T = 8 fitted on random tokens: energy per token "
+     "from the meter and the fused / ANN forward time in one run. Random weights: the firing rates and "
+     "savings show what the architecture's features cost (q/k norms, GeGLU, soft-capping), not what a "
+     "trained model of that family would fire; no registry package ships these families' weights."),
     ("startup", "Start-up: the import hook and the command line",
      "What a user pays before any work. The `.pth` hook runs at every interpreter start in the environment "
      "(target: well under 5 ms; it imports no module at all). `--help`, `tasks-dir` and argument or recipe "

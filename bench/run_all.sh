@@ -15,5 +15,6 @@ $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
 $PY bench/scale.py
 $PY bench/seed_spread.py
 $PY bench/transform_fallback.py
+$PY bench/architectures.py
 $PY bench/startup.py
 $PY bench/render.py

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-NONLINEAR_MACS = {"rmsnorm": 4, "softmax": 4, "silu": 4}
+#: fixed MACs per element of the nonlinearities (the same in the ANN and the SNN); tanh-GELU has a few more
+NONLINEAR_MACS = {"rmsnorm": 4, "softmax": 4, "silu": 4, "gelu_tanh": 6}
 
 
 @dataclass

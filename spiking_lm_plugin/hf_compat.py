@@ -21,7 +21,7 @@ from transformers.models.llama.modeling_llama import LlamaModel, apply_rotary_po
 
 __all__ = ["CACHE_KWARGS", "POSITION_KWARGS", "CompatibilityError", "apply_rotary_pos_emb", "cache_keyword",
            "cache_layers", "cache_of", "check_attention_mask", "new_cache", "output_cache", "repeat_kv",
-           "shift_positions", "split_attention_kwargs", "use_eager_attention", "with_cache"]
+           "rotary_for", "shift_positions", "split_attention_kwargs", "use_eager_attention", "with_cache"]
 
 VERSION: str = transformers.__version__
 
@@ -129,6 +129,15 @@ def shift_positions(kwargs: dict[str, Any], offset: int) -> dict[str, Any]:
         if out.get(name) is not None:
             out[name] = out[name] + offset
     return out
+
+
+def rotary_for(attn: torch.nn.Module):
+    """The ``apply_rotary_pos_emb`` of the attention module's own modeling file (Phi-3's handles partial
+    rotary dimensions, for example); LLaMA's where the file has none."""
+    import importlib
+
+    module = importlib.import_module(type(attn).__module__)
+    return getattr(module, "apply_rotary_pos_emb", apply_rotary_pos_emb)
 
 
 def use_eager_attention(model: torch.nn.Module) -> None:

@@ -9,11 +9,20 @@ from .fingerprint import weights_fingerprint
 from .hf_compat import use_eager_attention
 from .modules import SpikeSite, SpikingAttention, SpikingLMHead, SpikingMLP
 from .runtime import SpikingRuntime
-from .sites import SUPPORTED_ARCHITECTURES
+from .sites import POST_NORM_ARCHITECTURES, SUPPORTED_ARCHITECTURES
 
 
 def check_architecture(model: nn.Module) -> None:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    """Refuse, before anything is changed, a model the conversion cannot map completely."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    experts = [k for k in ("num_experts", "num_local_experts", "n_routed_experts") if getattr(config, k, None)]
+    if experts:
+        raise ValueError(f"unsupported architecture {model_type!r} ({type(model).__name__}): MoE layers are not "
+                         f"supported; spiking-lm supports {', '.join(SUPPORTED_ARCHITECTURES)} causal LMs")
+    if getattr(config, "text_config", None) is not None and model_type not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(f"unsupported architecture {model_type!r} ({type(model).__name__}): multimodal models are "
+                         "not supported; load the text model (e.g. Gemma3ForCausalLM)")
     if model_type not in SUPPORTED_ARCHITECTURES:
         raise ValueError(f"unsupported architecture {model_type!r} ({type(model).__name__}); "
                          f"spiking-lm supports {', '.join(SUPPORTED_ARCHITECTURES)} causal LMs")
@@ -116,6 +125,10 @@ def apply_rotation(model: nn.Module, rotation: str, seed: int = 0, transform: st
     if done != "none":
         raise ValueError(f"model already carries rotation {done!r}; load a fresh base model for {rotation!r}")
     used: dict[str, str] = {}
+    arch = model.config.model_type
+    if rotation == "full" and arch in POST_NORM_ARCHITECTURES:
+        raise ValueError(f"rotation='full' is not supported for {arch}: its norms sit after the sublayers, so "
+                         "their weights cannot be folded into a linear; use rotation='online'")
     if rotation in ("online", "full"):     # every size checked before any weight changes
         transforms = [online_transform(layer.mlp.down_proj.in_features, transform, seed)
                       for layer in model.model.layers]

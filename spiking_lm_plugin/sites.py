@@ -24,7 +24,21 @@ ALWAYS_ANALOG = (
     "the KV cache (analog k after RoPE and v; re-spiked on read)",
 )
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "mistral")
+#: model_type -> what the conversion maps onto its modules (README "Supported architectures")
+ARCHITECTURES = {
+    "llama": "LLaMA 1-3.x (incl. llama3 rope scaling, tied or untied heads), SmolLM2",
+    "qwen2": "Qwen2 / Qwen2.5 (q/k/v biases)",
+    "mistral": "Mistral (sliding window)",
+    "qwen3": "Qwen3 (per-head q/k norms before RoPE)",
+    "phi3": "Phi-3 (fused qkv_proj and gate_up_proj split into weight views)",
+    "olmo2": "OLMo-2 (q/k norms over the projection, norms after the sublayers)",
+    "gemma2": "Gemma-2 (GeGLU, attention logit soft-capping, sliding windows, pre/post norms)",
+    "gemma3_text": "Gemma-3 text models (GeGLU, per-head q/k norms, sliding windows, pre/post norms)",
+}
+SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
+#: norms after the attention/MLP sublayers: their weights cannot be folded into a linear, so the
+#: residual stream cannot be rotated (``rotation="full"``); the online transform works
+POST_NORM_ARCHITECTURES = ("olmo2", "gemma2", "gemma3_text")
 
 
 def site_type(name: str) -> str:

@@ -1,8 +1,10 @@
-"""Spiking self-attention for LLaMA-family layers (LLaMA, Qwen2, Mistral).
+"""Spiking self-attention for the supported decoders (docs/DESIGN.md, "Architectures").
 
-Sites: input (shared by q/k/v), q and k after RoPE, v, softmax output, o_proj input. The KV cache holds
-the analog k (after RoPE) and v; they are spiked on read, so both executions and ``generate`` see the
-same spikes.
+Sites: input (shared by q/k/v), q and k after their norms (Qwen3, Gemma-3 per head; OLMo-2 over the whole
+projection) and RoPE, v, softmax output, o_proj input. A fused ``qkv_proj`` (Phi-3) is split into three
+views of its weight. Gemma's logit soft-capping acts on the integrated scores inside the softmax, so both
+executions stay exact. The KV cache holds the analog k (after RoPE) and v; they are spiked on read, so
+both executions and ``generate`` see the same spikes.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from .. import energy
-from ..hf_compat import apply_rotary_pos_emb, check_attention_mask, repeat_kv, split_attention_kwargs
+from ..hf_compat import check_attention_mask, repeat_kv, rotary_for, split_attention_kwargs
 from ..runtime import SpikingRuntime
 from .block import SpikingBlock
 from .spike_ops import nonlinearity_steps, product, product_steps
@@ -27,6 +29,20 @@ def allowed_pairs(mask: torch.Tensor | None, q_len: int, k_len: int, device) -> 
     return mask == 0
 
 
+def split_linear(linear: nn.Linear, sizes: list[int]) -> list[nn.Linear]:
+    """Linears whose weights (and biases) are views of consecutive output rows of ``linear``: a fused
+    projection becomes separate ones without copying a weight."""
+    parts, start = [], 0
+    for size in sizes:
+        part = nn.Linear(linear.in_features, size, bias=linear.bias is not None, device="meta")
+        part.weight = nn.Parameter(linear.weight[start:start + size], requires_grad=False)
+        if linear.bias is not None:
+            part.bias = nn.Parameter(linear.bias[start:start + size], requires_grad=False)
+        parts.append(part)
+        start += size
+    return parts
+
+
 class SpikingAttention(SpikingBlock):
     def __init__(self, attn: nn.Module, layer: int, runtime: SpikingRuntime) -> None:
         super().__init__()
@@ -37,7 +53,17 @@ class SpikingAttention(SpikingBlock):
         self.num_key_value_groups = attn.num_key_value_groups
         self.scaling = attn.scaling
         self.is_causal = True
+        self.rotary = rotary_for(attn)
+        self.softcap = getattr(attn, "attn_logit_softcapping", None)
+        if hasattr(attn, "qkv_proj"):
+            kv = cfg.num_key_value_heads * self.head_dim
+            attn.q_proj, attn.k_proj, attn.v_proj = split_linear(
+                attn.qkv_proj, [cfg.num_attention_heads * self.head_dim, kv, kv])
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
+        self.q_norm, self.k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
+        #: "head": normed per head after the reshape (Qwen3, Gemma-3); "full": over the projection (OLMo-2)
+        self.qk_norm = None if self.q_norm is None else (
+            "head" if self.q_norm.weight.numel() == self.head_dim else "full")
         self.runtime = runtime
         hidden, heads = cfg.hidden_size, cfg.num_attention_heads
         self.num_heads = heads
@@ -65,11 +91,19 @@ class SpikingAttention(SpikingBlock):
             energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", hidden_states.numel())
         x = self._site("attn_in", hidden_states, need_frames=False)
         shape = (bsz, q_len, -1, self.head_dim)
-        q = self._linear(self.q_proj, x, "q_proj", tokens).view(shape).transpose(1, 2)
-        k = self._linear(self.k_proj, x, "k_proj", tokens).view(shape).transpose(1, 2)
+        q = self._linear(self.q_proj, x, "q_proj", tokens)
+        k = self._linear(self.k_proj, x, "k_proj", tokens)
         v = self._linear(self.v_proj, x, "v_proj", tokens).view(shape).transpose(1, 2)
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.view(shape), k.view(shape)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        if meter is not None and self.qk_norm is not None:
+            energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", q.numel() + k.numel())
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         cos, sin = position_embeddings
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        q, k = self.rotary(q, k, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
         k_len = k.shape[-2]
@@ -86,7 +120,7 @@ class SpikingAttention(SpikingBlock):
             additive = attention_mask
         # energy counts are per sequence; the additive mask above stays batch-shared (no [B, 1, L, S] copy)
         allowed = allowed.expand(bsz, *allowed.shape[1:])
-        softmax = lambda s: torch.softmax(s * self.scaling + additive, dim=-1,  # noqa: E731
+        softmax = lambda s: torch.softmax(self._capped(s * self.scaling) + additive, dim=-1,  # noqa: E731
                                           dtype=torch.promote_types(s.dtype, torch.float32)).to(s.dtype)
         qk = lambda a, b: torch.matmul(a, b.transpose(-1, -2))  # noqa: E731
         if meter is not None:
@@ -108,3 +142,9 @@ class SpikingAttention(SpikingBlock):
         out = out.transpose(1, 2).reshape(bsz, q_len, -1).contiguous()
         o = self._site("o_in", out, need_frames=False)
         return self._linear(self.o_proj, o, "o_proj", tokens), None
+
+    def _capped(self, scores: torch.Tensor) -> torch.Tensor:
+        """Gemma-2's logit soft-capping, cap * tanh(scores / cap), on integrated scores (analog)."""
+        if not self.softcap:
+            return scores
+        return torch.tanh(scores / self.softcap) * self.softcap

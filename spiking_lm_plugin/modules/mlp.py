@@ -17,12 +17,34 @@ from .site import SpikeSite
 from .spike_ops import nonlinearity_steps, product
 
 
+#: the gate activations of the supported gated MLPs: SiLU (SwiGLU) and tanh-approximated GELU (GeGLU)
+GATE_ACTIVATIONS = {"silu": F.silu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
+
+
+def gate_activation(act: nn.Module | None, layer: int) -> str:
+    """Which supported activation ``act`` computes, found by evaluating it (class names vary by release)."""
+    if act is None:
+        return "silu"
+    probe = torch.linspace(-6, 6, 97, dtype=torch.float64)
+    with torch.no_grad():
+        out = act(probe)
+    for name, fn in GATE_ACTIVATIONS.items():
+        if torch.allclose(out, fn(probe), rtol=1e-6, atol=1e-6):
+            return name
+    raise ValueError(f"layer {layer}: unsupported MLP activation {type(act).__name__}; spiking-lm supports "
+                     f"gated MLPs with {' or '.join(GATE_ACTIVATIONS)}")
+
+
 class SpikingMLP(SpikingBlock):
     def __init__(self, mlp: nn.Module, layer: int, runtime: SpikingRuntime) -> None:
         super().__init__()
-        if getattr(mlp, "act_fn", None) is not None and not isinstance(mlp.act_fn, nn.SiLU) \
-                and type(mlp.act_fn).__name__ not in ("SiLUActivation", "SiLU"):
-            raise ValueError(f"layer {layer}: only SiLU-gated MLPs are supported, got {type(mlp.act_fn).__name__}")
+        self.activation = gate_activation(getattr(mlp, "act_fn", getattr(mlp, "activation_fn", None)), layer)
+        self.act = GATE_ACTIVATIONS[self.activation]
+        if hasattr(mlp, "gate_up_proj"):                # Phi-3: one fused projection, gate rows first
+            from .attention import split_linear
+
+            inter = mlp.gate_up_proj.out_features // 2
+            mlp.gate_proj, mlp.up_proj = split_linear(mlp.gate_up_proj, [inter, inter])
         self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
         self.runtime = runtime
         self.online_transform = None      # an OnlineTransform, set by model_surgery.apply_rotation
@@ -44,9 +66,9 @@ class SpikingMLP(SpikingBlock):
         xs = self._site("mlp_in", x, need_frames=False)
         if timestep and not xs.analog:
             steps = self._linear_steps(self.gate_proj, xs, "gate_proj", tokens)
-            act = nonlinearity_steps(F.silu, steps).sum(0).to(x.dtype)
+            act = nonlinearity_steps(self.act, steps).sum(0).to(x.dtype)
         else:
-            act = F.silu(self._linear(self.gate_proj, xs, "gate_proj", tokens))
+            act = self.act(self._linear(self.gate_proj, xs, "gate_proj", tokens))
         up = self._linear(self.up_proj, xs, "up_proj", tokens)
         spiking = [self.runtime.spiking and self.sites[n].ready for n in ("gate_act", "up")]
         # the fused count needs no frames (coincidences come from a kernel) unless one operand is analog
@@ -54,7 +76,7 @@ class SpikingMLP(SpikingBlock):
         a = self._site("gate_act", act, frames)
         b = self._site("up", up, frames)
         if meter is not None:
-            energy.count_nonlinear(meter, "silu", "silu", act.numel())
+            energy.count_nonlinear(meter, self.activation, self.activation, act.numel())
             both = None
             if all(spiking) and not timestep:
                 both = coincidences(act, self.sites["gate_act"], up, self.sites["up"])
