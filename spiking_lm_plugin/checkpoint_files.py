@@ -58,20 +58,24 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
+def _refuse_foreign(directory: Path) -> None:
+    """Never write over a file, or into a non-empty directory that is not a checkpoint (the user's own)."""
+    recover_interrupted(directory)
+    if directory.exists() and not directory.is_dir():
+        raise OutputPathError(f"{directory} is a file, not a checkpoint directory; choose another path")
+    if directory.is_dir() and any(directory.iterdir()) and not is_checkpoint(directory):
+        raise OutputPathError(f"{directory} is a non-empty directory that is not a spiking-lm checkpoint; "
+                              "refusing to write there (choose a new or empty directory)")
+
+
 def check_output_path(directory: str | os.PathLike, overwrite: bool) -> Path:
     """Refuse, before any work, a path that is a file, a non-empty directory that is not a checkpoint, an
     existing checkpoint without ``overwrite``, or a place that cannot be written."""
     directory = Path(directory)
-    recover_interrupted(directory)
-    if directory.exists() and not directory.is_dir():
-        raise OutputPathError(f"{directory} is a file, not a checkpoint directory; choose another path")
-    if directory.is_dir() and any(directory.iterdir()):
-        if not is_checkpoint(directory):
-            raise OutputPathError(f"{directory} is a non-empty directory that is not a spiking-lm checkpoint; "
-                                  "refusing to write there (choose a new or empty directory)")
-        if not overwrite:
-            raise OutputPathError(f"{directory} already holds a spiking-lm checkpoint; pass --overwrite to "
-                                  "replace it")
+    _refuse_foreign(directory)
+    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
+        raise OutputPathError(f"{directory} already holds a spiking-lm checkpoint; pass --overwrite to "
+                              "replace it")
     where = _existing_ancestor(directory.parent)
     try:
         Path(tempfile.mkdtemp(prefix=_tmp_prefix(directory), dir=where)).rmdir()
@@ -164,12 +168,7 @@ def _replace_with(directory: Path, tmp: Path) -> None:
 def write_directory(directory: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp)`` on a hidden sibling directory, then put it in place of ``directory``."""
     directory = Path(directory)
-    recover_interrupted(directory)
-    if directory.exists() and not directory.is_dir():
-        raise OutputPathError(f"{directory} is a file, not a checkpoint directory; choose another path")
-    if directory.is_dir() and any(directory.iterdir()) and not is_checkpoint(directory):
-        raise OutputPathError(f"{directory} is a non-empty directory that is not a spiking-lm checkpoint; "
-                              "refusing to write there (choose a new or empty directory)")
+    _refuse_foreign(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(directory)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(directory), dir=directory.parent))

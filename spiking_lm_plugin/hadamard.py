@@ -152,8 +152,13 @@ def _construction(m: int, extended: bool = True) -> tuple | None:
     return None
 
 
+def _chosen(m: int) -> tuple | None:
+    """The construction used for order m: the first releases' rule where it has one, else the extended."""
+    return _construction(m, extended=False) or _construction(m)
+
+
 def describe_construction(m: int) -> str:
-    how = _construction(m, extended=False) or _construction(m)
+    how = _chosen(m)
     if how is None:
         return "none"
     if how[0] == "sylvester":
@@ -169,7 +174,7 @@ def describe_construction(m: int) -> str:
 @functools.lru_cache(maxsize=None)
 def small_hadamard(m: int) -> torch.Tensor | None:
     """An unnormalized Hadamard matrix of order m (entries +-1, H H^T = m I), or None."""
-    how = _construction(m, extended=False) or _construction(m)
+    how = _chosen(m)
     if how is None:
         return None
     if how[0] == "sylvester":
@@ -311,7 +316,4 @@ def online_transform(n: int, choice: str = "auto", seed: int = 0) -> OnlineTrans
 
 def fast_hadamard(x: torch.Tensor) -> torch.Tensor:
     """x H^T along the last dim, H = H_m (x) H_{2^a} / sqrt(n); exact (no approximation)."""
-    n = x.shape[-1]
-    if factorize(n) is None:
-        raise ValueError(f"no Hadamard construction for size {n}")
-    return online_transform(n, "hadamard").apply(x)
+    return online_transform(x.shape[-1], "hadamard").apply(x)
