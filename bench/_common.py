@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-import spiking_lm_plugin as slm
 from spiking_lm_plugin.assets import text_documents
 from spiking_lm_plugin.calibration import token_windows
-from spiking_lm_plugin.conversion import apply_neurons, build_state, fit_sites, tune_layers
+from spiking_lm_plugin.conversion import build_state, fit, install, tune_layers
 from spiking_lm_plugin.loading import load_base_model
 
 OUT = Path(os.environ.get("SPIKING_LM_BENCH_OUT", "bench/results"))
@@ -54,16 +53,13 @@ def perplexity(model, windows: torch.Tensor, batch: int = 4) -> float:
 def fit_and_measure(model, calib, config, windows, layerwise: bool = False):
     """Fit the neurons of ``config`` on a calibration, install them, and return (fused perplexity, state).
     ``state.fit`` holds the fitting time (``fit_s``) and losses; the model is left in ANN mode for the next row."""
-    result, fit_s = timed(fit_sites, calib.samples, config, False)
-    state = build_state(config, calib, result, "smollm2-135m", model.spiking_fingerprint, fit_s)
-    apply_neurons(model, state)
+    result, fit_s = timed(fit, calib.samples, config, False)
+    state = build_state(config, calib, result, "smollm2-135m", model.spiking.fingerprint, fit_s)
+    install(model, state)
     if layerwise:
         tune_layers(model, state, calib.windows, show_progress=False)
-    slm.set_mode(model, "fused")
-    try:
+    with model.spiking.use(mode="fused"):
         return perplexity(model, windows), state
-    finally:
-        slm.set_mode(model, "ann")
 
 
 def timed(fn, *args, **kwargs):

@@ -45,12 +45,11 @@ def main() -> None:
         slm.convert(model, config, calibration=calib, show_progress=False)
         times, meters = {}, {}
         for mode in ("ann", "fused"):
-            slm.set_mode(model, mode)
-            meters[mode] = model.spiking_runtime.meter = slm.EnergyMeter()
-            with torch.no_grad():
+            meters[mode] = slm.EnergyMeter()
+            with torch.no_grad(), model.spiking.use(mode=mode, meter=meters[mode]):
                 model(ids)
-            model.spiking_runtime.meter = None
-            times[mode] = forward_s(model, ids)
+            with model.spiking.use(mode=mode):
+                times[mode] = forward_s(model, ids)
         spk, ann = meters["fused"].summary(), meters["ann"].summary()
         rows.append({"family": name, "model_type": model.config.model_type,
                      "energy uJ/token": spk["energy_j_per_token"] * 1e6,

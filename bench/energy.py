@@ -15,9 +15,9 @@ from spiking_lm_plugin.energy import EnergyConstants, EnergyMeter
 from _common import eval_windows, load, write
 
 
-def measure(model, sample, read_write: bool) -> dict:
-    model.spiking_runtime.meter = meter = EnergyMeter(EnergyConstants(read_write=read_write))
-    with torch.no_grad():
+def measure(model, sample, mode: str, read_write: bool) -> dict:
+    meter = EnergyMeter(EnergyConstants(read_write=read_write))
+    with torch.no_grad(), model.spiking.use(mode=mode, meter=meter):
         model(sample)
     return meter.summary()
 
@@ -34,10 +34,8 @@ def main() -> None:
         slm.convert(model, slm.SpikingConfig(timesteps=T, calibration_tokens=args.calibration_tokens,
                                              rotation="online"), tokenizer=tokenizer, show_progress=False)
         for rw in (False, True):
-            slm.set_mode(model, "ann")
-            ann = measure(model, sample, rw)
-            slm.set_mode(model, "fused")
-            snn = measure(model, sample, rw)
+            ann = measure(model, sample, "ann", rw)
+            snn = measure(model, sample, "fused", rw)
             if T == args.timesteps[0]:
                 rows.append({"model": "ANN", "T": "-", "read/write": rw, "MAC (G)": ann["mac"] / 1e9,
                              "AC (G)": 0.0, "energy (J)": ann["energy_j"], "firing rate": "-", "saving": "-"})
@@ -45,7 +43,9 @@ def main() -> None:
                          "AC (G)": snn["ac"] / 1e9, "energy (J)": snn["energy_j"],
                          "firing rate": snn["firing_rate"], "saving": f"{1 - snn['energy_j'] / ann['energy_j']:.1%}"})
             print(rows[-1], flush=True)
-    write("energy", rows, {"sample_tokens": 512, "e_mac_pj": 4.6, "e_ac_pj": 0.9, "e_rw_pj": 5.0})
+    constants = EnergyConstants()
+    write("energy", rows, {"sample_tokens": 512, "e_mac_pj": constants.e_mac_pj, "e_ac_pj": constants.e_ac_pj,
+                           "e_rw_pj": constants.e_rw_pj})
 
 
 if __name__ == "__main__":

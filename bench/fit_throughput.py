@@ -19,7 +19,7 @@ def main() -> None:
     calib, calib_s = timed(calibrate, model, slm.SpikingConfig(calibration_tokens=8192), None, tokenizer, False)
     samples = calib.samples
     config = FitConfig()
-    steps = config.rounds * (config.threshold_steps + config.base_steps)
+    steps = config.total_steps
     rows = []
     for T in (6, 8):
         binary = evaluate(NeuronBank(NeuronSpec.preset("binary", T), samples.shape[0]), samples)

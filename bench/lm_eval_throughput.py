@@ -14,7 +14,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from spiking_lm_plugin.assets import resolve_model
-from spiking_lm_plugin.cli import tasks_dir
+from spiking_lm_plugin.tasks_location import tasks_dir
 from spiking_lm_plugin.lm_eval_model import SpikingHFLM
 
 from _common import OUT, write

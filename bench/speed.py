@@ -41,7 +41,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _, save_s = timed(slm.save, model, tmp)
     fit = config.fit
-    steps = fit.rounds * (fit.threshold_steps + fit.base_steps)
+    steps = fit.total_steps
     sites = len(state.site_names)
     windows = eval_windows(tokenizer, args.tokens).to(args.device)
     times = {}

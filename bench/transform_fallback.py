@@ -32,10 +32,8 @@ def main() -> None:
                                  calibration_tokens=args.calibration_tokens)
         calib = calibrate(model, base, tokenizer=tokenizer, show_progress=False)
         label = next(iter(calib.transforms.values()))
-        slm.set_mode(model, "ann")
-        model.spiking_runtime.set_mode("record")            # analog sites behind the prefix and transform
-        analog = perplexity(model, windows)
-        model.spiking_runtime.set_mode("ann")
+        with model.spiking.use(mode="analog"):             # analog sites behind the prefix and transform
+            analog = perplexity(model, windows)
         rows.append({"transform": f"{label}: analog reference", "T": "-", "ppl": analog,
                      "vs ANN": f"{analog / ann - 1:+.2%}", "vs analog": "-"})
         for t in args.timesteps:

@@ -1,4 +1,5 @@
-"""Callbacks of the neuron trainer: phase switching (Alg. 1), base logging (paper Fig. 4), export."""
+"""Callbacks of the neuron trainer (they observe, the fitting engine decides): phase switches (Alg. 1),
+base logging (paper Fig. 4), checkpoint export."""
 
 from __future__ import annotations
 
@@ -12,19 +13,19 @@ PHASE_IDS = {"threshold": 0, "base": 1, "joint": 2}
 
 
 class PhaseSwitchCallback(pl.Callback):
-    """Before each step, set the active phase from the N1/N2 schedule and freeze the other parameters
-    (``requires_grad``), so a B step cannot touch theta/h and vice versa. The phase is logged
-    (``phase``: 0 = theta/h, 1 = B, 2 = joint) and shown on the progress bar."""
+    """Logs the phase of every step (``phase``: 0 = theta/h, 1 = B, 2 = joint, also on the progress bar)
+    and the step at which each switch happened (``switches``). It only observes: the fitting engine
+    decides the phase and which parameters learn in it."""
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if pl_module.fitter is None:
+    def __init__(self) -> None:
+        self.switches: list[tuple[int, str]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        phase = pl_module.active_phase
+        if phase is None or outputs is None:
             return
-        phase = pl_module.fitter.phase_at(int(pl_module.fit_step))
-        pl_module.active_phase = phase
-        bank, spec = pl_module.bank, pl_module.spec
-        bank.theta_rel.requires_grad_(spec.learn_thresholds and phase in ("threshold", "joint"))
-        bank.h_rel.requires_grad_(spec.learn_thresholds and not spec.tied and phase in ("threshold", "joint"))
-        bank.bases.requires_grad_(spec.learn_bases and phase in ("base", "joint"))
+        if not self.switches or self.switches[-1][1] != phase:
+            self.switches.append((int(pl_module.fit_step) - 1, phase))
         pl_module.log("phase", float(PHASE_IDS[phase]), prog_bar=True)
 
 
@@ -33,8 +34,8 @@ class BaseLoggingCallback(pl.Callback):
     end writes ``bases.json`` and a Figure-4-style PNG (loss with h/theta and B phases shaded, base
     trajectories per grain)."""
 
-    def __init__(self, output_dir: str = "outputs/train", plot: bool = True) -> None:
-        self.output_dir = Path(output_dir)
+    def __init__(self, output_dir: str | None = None, plot: bool = True) -> None:
+        self.output_dir = Path(output_dir) if output_dir else None     # None: the trainer's default_root_dir
         self.plot = plot
         self.steps: list[int] = []
         self.phases: list[str] = []
@@ -56,6 +57,7 @@ class BaseLoggingCallback(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero or not self.steps:
             return
+        self.output_dir = self.output_dir or Path(trainer.default_root_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         pl_module.best_bank()      # what the checkpoint exports: each site's best parameters
         (self.output_dir / "bases.json").write_text(json.dumps({
@@ -100,14 +102,13 @@ class BaseLoggingCallback(pl.Callback):
 
 class CheckpointExportCallback(pl.Callback):
     """When fitting ends, write the converted checkpoint (``spiking_config.json`` + ``neurons.safetensors``)
-    that ``spiking-hf`` and ``spiking_lm_plugin.load`` read."""
+    that ``spiking-hf`` and ``spiking_lm_plugin.load`` read; ``output_dir`` None: ``<default_root_dir>/checkpoint``."""
 
-    def __init__(self, output_dir: str = "outputs/checkpoint") -> None:
-        self.output_dir = Path(output_dir)
+    def __init__(self, output_dir: str | None = None) -> None:
+        self.output_dir = Path(output_dir) if output_dir else None
 
     def on_train_end(self, trainer, pl_module) -> None:
         from spiking_lm_plugin.checkpoint import write_checkpoint
-        from spiking_lm_plugin.config import SpikingConfig
         from spiking_lm_plugin.conversion import build_state
         from spiking_lm_plugin.fitting import FitResult
 
@@ -115,17 +116,13 @@ class CheckpointExportCallback(pl.Callback):
         if not trainer.is_global_zero:
             return
         dm = trainer.datamodule
-        hp = pl_module.hparams
-        allocation = hp.allocation if hp.allocation in (None, "search") else tuple(hp.allocation)
-        config = SpikingConfig(**{**dm.config.to_dict(), "sites": dm.config.sites, "timesteps": hp.timesteps,
-                                  "grains": hp.grains, "neuron": hp.neuron, "allocation": allocation,
-                                  "fit": pl_module.fit_config, "search_steps": hp.search_steps})
         result = FitResult(bank, best_loss, initial)
         info = dm.model_info
-        state = build_state(config, dm.calibration, result, info["base_model"], info["fingerprint"], 0.0)
+        state = build_state(pl_module.spiking, dm.calibration, result, info["base_model"], info["fingerprint"], 0.0)
         state.fit["trainer"] = "lightning"
         state.fit["steps"] = int(pl_module.fit_step)
-        write_checkpoint(self.output_dir, state, info["architecture"], info["num_layers"])
+        write_checkpoint(self.output_dir or Path(trainer.default_root_dir) / "checkpoint", state,
+                         info["architecture"], info["num_layers"])
 
 
 def gather_shards(trainer, pl_module):
@@ -135,7 +132,7 @@ def gather_shards(trainer, pl_module):
     from .module import shard_indices
 
     local = pl_module.best_bank().export()
-    local["best_loss"] = pl_module.fitter.best_loss
+    local["best_loss"] = pl_module.engine.best_loss
     local["initial_loss"] = pl_module.initial_loss
     world = trainer.world_size
     num_sites = trainer.datamodule.samples.shape[0]

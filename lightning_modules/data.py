@@ -14,51 +14,36 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from spiking_lm_plugin.assets import cache_dir, resolve_model
 from spiking_lm_plugin.config import SpikingConfig
-from spiking_lm_plugin.conversion import Calibration, calibrate
-from spiking_lm_plugin.sites import ALL_SITE_TYPES
+from spiking_lm_plugin.fitting.engine import Minibatches
+from spiking_lm_plugin.calibration.stage import Calibration, calibrate
 
 
 class SampleBatches(IterableDataset):
-    """Endless random column minibatches [sites, batch] of the samples (the module decides when to stop)."""
+    """The fitting engine's minibatches as an endless dataset (the module decides when to stop)."""
 
     def __init__(self, samples: torch.Tensor, batch_samples: int, seed: int) -> None:
         self.samples, self.batch_samples, self.seed = samples, batch_samples, seed
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed)
-        n = self.samples.shape[1]
-        while True:
-            if n <= self.batch_samples:
-                yield self.samples
-            else:
-                yield self.samples[:, torch.randint(0, n, (self.batch_samples,), generator=gen)]
+        return Minibatches(self.samples, self.batch_samples, self.seed)
 
 
 class ActivationDataModule(pl.LightningDataModule):
-    """Per-site activation samples of a base model (alias, path or hub id).
+    """Per-site activation samples of a base model (alias, path or hub id) for the recipe ``spiking``.
 
-    Cached under ``$SPIKING_LM_CACHE/activations/<key>`` where the key hashes the model (its resolved path
-    and weight files), the calibration text and token count, the sites, tau granularity and sample count;
-    a second run with the same key skips the calibration forward entirely. ``tau_headroom`` is a number here
-    (the samples do not know the module's T): 1.5 suits T >= 8, 1.0 below (``SpikingConfig.headroom``).
+    The recipe is the same :class:`SpikingConfig` the module fits (the CLI links its ``spiking:`` section
+    into both), so the tau headroom follows the module's T. Cached under
+    ``$SPIKING_LM_CACHE/activations/<key>`` where the key hashes the model (its resolved path and weight
+    files) and every recipe field the samples depend on; a second run with the same key skips the
+    calibration forward entirely. Minibatches: ``spiking.fit.batch_samples`` columns, ``spiking.fit.seed``.
     """
 
-    def __init__(self, model: str = "smollm2-135m", calibration_text: str = "enwiki-excerpt",
-                 calibration_tokens: int = 16384, sequence_length: int = 512, batch_size: int = 4,
-                 samples_per_site: int = 16384, sites: list[str] | None = None, tau: str = "channel",
-                 tau_headroom: float = 1.5, rotation: str = "online", online_transform: str = "auto",
-                 prefix: str | list[int] = "auto",
-                 exclude_outlier_tokens: bool = True, batch_samples: int = 4096, device: str = "cpu",
-                 dtype: str = "float32",
-                 device_map: str | None = None, cache: bool = True, seed: int = 0) -> None:
+    def __init__(self, model: str = "smollm2-135m", spiking: SpikingConfig | None = None, device: str = "cpu",
+                 dtype: str = "float32", device_map: str | None = None, cache: bool = True) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.config = SpikingConfig(calibration_text=calibration_text, calibration_tokens=calibration_tokens,
-                                    sequence_length=sequence_length, batch_size=batch_size,
-                                    samples_per_site=samples_per_site, sites=tuple(sites or ALL_SITE_TYPES),
-                                    tau=tau, tau_headroom=tau_headroom, rotation=rotation,
-                                    online_transform=online_transform, prefix=prefix,
-                                    exclude_outlier_tokens=exclude_outlier_tokens, seed=seed)
+        self.config = spiking or SpikingConfig()
+        self.save_hyperparameters({"model": model, "device": device, "dtype": dtype, "device_map": device_map,
+                                   "cache": cache})
         self.calibration: Calibration | None = None
         self.model_info: dict = {}
         self.cache_hit = False
@@ -72,10 +57,11 @@ class ActivationDataModule(pl.LightningDataModule):
                              for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
         recipe = {k: v for k, v in self.config.to_dict().items()
                   if k in ("calibration_text", "calibration_tokens", "sequence_length", "samples_per_site",
-                           "sites", "tau", "tau_headroom", "headroom_sites", "rotation", "online_transform",
+                           "sites", "tau", "headroom_sites", "rotation", "online_transform",
                            "prefix", "prefix_eta", "prefix_max_tokens", "exclude_outlier_tokens", "seed")}
+        recipe["headroom"] = self.config.headroom          # resolved: "auto" means another value at another T
         blob = json.dumps({"model": path, "weights": weights, "recipe": recipe, "dtype": self.hparams.dtype,
-                           "format": 1}, sort_keys=True)
+                           "format": 2}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def cache_path(self) -> Path:
@@ -89,7 +75,9 @@ class ActivationDataModule(pl.LightningDataModule):
         tensors = load_file(str(entry / "samples.safetensors"))
         taus = {name: tensors[f"tau.{name}"] for name in meta["site_names"]}
         self.calibration = Calibration(tensors["samples"], taus, meta["site_names"], meta["tokens"], 0.0,
-                                       meta.get("prefix", []), meta.get("bos_token_id"), meta.get("prefix_search", {}))
+                                       meta.get("prefix", []), meta.get("bos_token_id"), meta.get("prefix_search", {}),
+                                       transforms=meta.get("transforms", {}),
+                                       outlier_tokens_left_out=meta.get("outlier_tokens_left_out"))
         self.model_info = meta["model_info"]
         return True
 
@@ -104,7 +92,9 @@ class ActivationDataModule(pl.LightningDataModule):
         (tmp / "meta.json").write_text(json.dumps({"site_names": calib.site_names, "tokens": calib.tokens,
                                                    "model_info": self.model_info, "prefix": calib.prefix,
                                                    "bos_token_id": calib.bos_token_id,
-                                                   "prefix_search": calib.prefix_search}))
+                                                   "prefix_search": calib.prefix_search,
+                                                   "transforms": calib.transforms,
+                                                   "outlier_tokens_left_out": calib.outlier_tokens_left_out}))
         if entry.exists():
             import shutil
             shutil.rmtree(entry)
@@ -122,7 +112,7 @@ class ActivationDataModule(pl.LightningDataModule):
         model, tokenizer, path = load_base_model(self.hparams.model, self.hparams.device, self.hparams.dtype,
                                                  self.hparams.device_map)
         self.calibration = calibrate(model, self.config, tokenizer=tokenizer, show_progress=False)
-        self.model_info = {"base_model": self.hparams.model, "fingerprint": model.spiking_fingerprint,
+        self.model_info = {"base_model": self.hparams.model, "fingerprint": model.spiking.fingerprint,
                            "architecture": model.config.model_type, "num_layers": len(model.model.layers)}
         del model
         if self.hparams.cache:
@@ -134,5 +124,6 @@ class ActivationDataModule(pl.LightningDataModule):
         return self.calibration.samples
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(SampleBatches(self.samples, self.hparams.batch_samples, self.hparams.seed),
+        fit = self.config.fit
+        return DataLoader(SampleBatches(self.samples, fit.batch_samples, fit.seed),
                           batch_size=None, num_workers=0)

@@ -3,6 +3,9 @@
     model = AutoModelForCausalLM.from_pretrained(...)
     state = spiking_lm_plugin.convert(model, SpikingConfig(timesteps=8, grains=2), tokenizer=tok)
     spiking_lm_plugin.save(model, "out/")            # later: spiking_lm_plugin.load(base_model, "out/")
+    with model.spiking.use(mode="timestep", meter=EnergyMeter()): model(ids)
+
+``convert`` = prepare -> calibrate -> fit -> install; each stage is public (docs/DESIGN.md, "Pipeline").
 
 The public names load on first use (PEP 562), so ``spiking-lm --help`` starts without importing torch.
 """
@@ -13,6 +16,8 @@ _PUBLIC = {
     "CheckpointError": ".checkpoint", "load": ".checkpoint", "save": ".checkpoint",
     "SpikingConfig": ".config",
     "SpikingState": ".conversion", "convert": ".conversion", "set_mode": ".conversion",
+    "prepare": ".conversion", "calibrate": ".conversion", "fit": ".conversion", "install": ".conversion",
+    "Calibration": ".conversion", "SpikingRuntime": ".runtime",
     "EnergyConstants": ".energy", "EnergyMeter": ".energy",
     "FitConfig": ".fitting",
     "NeuronSpec": ".neurons",

@@ -264,15 +264,3 @@ def text_documents(alias: str, split: str = "all") -> list[dict[str, str]]:
     if split == "all":
         return docs
     raise ValueError(f"unknown split {split!r}; use 'calibration', 'evaluation' or 'all'")
-
-
-def write_task_data(alias: str, split: str, out: Path, max_docs: int | None = None) -> Path:
-    """Write a JSONL file of ``{"text": ...}`` documents for an lm-eval local task."""
-    docs = text_documents(alias, split)[:max_docs]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with open(tmp, "w") as fh:
-        for doc in docs:
-            fh.write(json.dumps({"title": doc["title"], "text": doc["text"]}) + "\n")
-    os.replace(tmp, out)
-    return out

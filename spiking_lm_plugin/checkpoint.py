@@ -18,8 +18,8 @@ from torch import nn
 from .checkpoint_files import (CONFIG_FILE, FORMAT, FORMAT_VERSION, TENSORS_FILE, CheckpointError, OutputPathError,
                                file_digest, read_meta, verify_tensors, write_directory)
 from .config import SpikingConfig
-from .conversion import SpikingState, apply_neurons, selected_sites
-from .model_surgery import apply_rotation, attach
+from .conversion import SpikingState, install
+from .model_surgery import attach, prepare, selected_sites
 from .neurons import NeuronSpec
 
 __all__ = ["CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "TENSORS_FILE", "CheckpointError", "OutputPathError", "load",
@@ -29,7 +29,8 @@ __all__ = ["CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "TENSORS_FILE", "Checkpoin
 def save(model: nn.Module, directory: str | os.PathLike) -> Path:
     """Write the converted model's neurons (not its base weights) as a checkpoint directory; an existing
     checkpoint there is replaced atomically, any other file in it kept."""
-    state: SpikingState | None = getattr(model, "spiking_state", None)
+    runtime = getattr(model, "spiking", None)
+    state: SpikingState | None = getattr(runtime, "state", None)
     if state is None:
         raise ValueError("this model has no fitted neurons to save; run spiking_lm_plugin.convert first")
     return write_checkpoint(directory, state, model.config.model_type, len(model.model.layers))
@@ -66,15 +67,15 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
     verify_tensors(directory, meta)
     runtime = attach(model)
     base = meta["base_model"]
-    if base["fingerprint"] != model.spiking_fingerprint:
+    if base["fingerprint"] != runtime.fingerprint:
         raise CheckpointError(
             f"checkpoint {directory} was made for base model {base['name']!r} (weights fingerprint "
             f"{base['fingerprint'][:12]}), but the loaded model's weights fingerprint is "
-            f"{model.spiking_fingerprint[:12]}: load the same base model it was converted from")
+            f"{runtime.fingerprint[:12]}: load the same base model it was converted from")
     config = SpikingConfig.from_dict(meta["config"])
     # re-derived from base + recipe, never stored; a transform other than the one the neurons were fitted
     # behind (another spiking-lm choosing another construction) would change every down_proj input
-    used = apply_rotation(model, config.rotation, config.seed, config.online_transform)
+    used = prepare(model, config)
     recorded = meta.get("fit", {}).get("online_transforms")
     if recorded and recorded != used:
         raise CheckpointError(f"checkpoint {directory} was fitted behind the online transforms {recorded}, but "
@@ -107,7 +108,7 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
     state = SpikingState(config, NeuronSpec.from_dict(meta["neuron"]), stored, neurons, taus,
                          base["name"], base["fingerprint"], meta.get("fit", {}), tokens, prefix.get("bos_token_id"))
     try:
-        apply_neurons(model, state)
+        install(model, state)
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {directory} does not fit this model: {exc}") from exc
     runtime.set_mode(mode)

@@ -16,34 +16,47 @@ AUTO_HEADROOM = 1.5
 AUTO_HEADROOM_MIN_STEPS = 8
 
 
-@dataclass
+@dataclass(frozen=True)
 class SpikingConfig:
-    """What to convert and how.
+    """What to convert and how: the one place every default of a recipe lives (the command line, the
+    Lightning trainer, the demo and the benchmarks all build one of these; validated once, immutable).
 
-    timesteps/grains/neuron: the neuron family (``neuron`` is a preset name, see ``NeuronSpec.preset``).
-    allocation: ``None`` (uniform), an explicit tuple such as (2, 6), or ``"search"`` (Alg. 2).
-    tau: ``"channel"`` (per input channel at sites feeding a linear layer, per tensor elsewhere) or ``"tensor"``.
-    tau_headroom: tau = headroom x the calibration maximum at ``headroom_sites`` (values above tau saturate;
-    held-out text exceeds a 16k-token calibration maximum, and at most sites those few clipped values made
-    most of the coding error). 1.0 is the paper's tau = max; ``"auto"`` is 1.5 for T >= 8 and 1.0 below,
-    where the resolution it costs matters more (SmolLM2: T = 8 +4.1% -> +1.6%, T = 6 +13% -> +18%).
-    rotation: ``"none"``, ``"online"`` (an exact Hadamard transform of the down_proj input, folded into
-    down_proj's weight: the outlier-heavy site is coded in a basis where its outliers are spread out) or
-    ``"full"`` (also the residual stream rotated by a Hadamard / seeded orthogonal Q, RMSNorm weights folded).
-    online_transform: the down_proj input transform of ``online``/``full``: ``"auto"`` (a Hadamard where one
-    is constructible for the size, else the exact seeded Kronecker fallback, hadamard.py), ``"hadamard"``
-    (a Hadamard or an error) or ``"random"`` (the fallback at every size, for measuring what it costs).
-    prefix: ``"auto"`` (PrefixQuant: outlier tokens chosen greedily on calibration data, their KV computed
-    once and every input run after them), ``"none"``, or an explicit list of token ids. ``prefix_eta``: a
-    token is an outlier when its max|x| at a down_proj input exceeds eta times the median.
-    exclude_outlier_tokens: with a prefix, the rare tokens that are still outliers after it (on SmolLM2 a
-    window that starts with the prefix token itself: 3 of 16k calibration tokens, max|x| 180x the median)
-    are left out of the calibration samples and maxima from the layer where they appear on, so they do
-    not set every tau of the layers after it (they saturate instead; SmolLM2, 20k held-out tokens: T = 6
-    +13.0% -> +8.2%, T = 8 +1.6% -> +0.45%). Without a prefix nothing is left out (every sequence's sink
-    would be).
-    layerwise: ``None`` (off) or a :class:`LayerwiseConfig`: after the per-site fit, tune each block's
-    thresholds and offsets against the ANN block's output (optional, slower).
+    Attributes:
+        timesteps: time steps T per neuron.
+        grains: number of grains (bases) n <= T.
+        neuron: the neuron family, a preset name (multi-grain, single-grain, tied, binary, two-spike, rate,
+            ttfs, integer, oat; ``NeuronSpec.preset``).
+        allocation: steps per grain: None (uniform), a tuple such as (2, 6), or "search" (Alg. 2).
+        tau: "channel" (per input channel where the site feeds a linear layer or a product, per tensor
+            elsewhere) or "tensor".
+        tau_headroom: tau = headroom x the calibration maximum at ``headroom_sites`` (values above tau
+            saturate; held-out text exceeds a calibration maximum). 1.0 is the paper's tau = max; "auto" is
+            1.5 for T >= 8 and 1.0 below, where the resolution it costs matters more.
+        headroom_sites: the site types that get the headroom.
+        rotation: "none", "online" (an exact orthogonal transform of the down_proj input folded into
+            down_proj's weight, so that site is coded where its outliers are spread out) or "full" (also
+            the residual stream rotated, RMSNorm weights folded).
+        online_transform: the down_proj input transform: "auto" (a Hadamard where one is constructible for
+            the size, else the exact seeded Kronecker fallback), "hadamard" (a Hadamard or an error) or
+            "random" (the fallback at every size, to measure what it costs).
+        prefix: "auto" (PrefixQuant: outlier tokens chosen greedily on calibration data, their KV computed
+            once and every input run after them), "none", or a list of token ids.
+        prefix_eta: a token is an outlier when its max|x| at a down_proj input exceeds eta times the median.
+        prefix_max_tokens: the most prefix tokens the search may choose.
+        exclude_outlier_tokens: with a prefix, leave the rare tokens that are still outliers after it out of
+            the calibration samples and maxima from the layer where they appear on (they saturate instead
+            of setting every tau of the later layers). Without a prefix nothing is left out.
+        sites: the site types that spike; the others stay analog.
+        calibration_text: the text asset calibrated on (its calibration split).
+        calibration_tokens: calibration tokens.
+        sequence_length: tokens per calibration window.
+        batch_size: windows per calibration forward.
+        samples_per_site: reservoir samples kept per site (the fit's N).
+        search_steps: Alg. 2 steps when ``allocation="search"``.
+        fit: the fitting schedule and optimizer (``FitConfig``).
+        layerwise: None (off) or a ``LayerwiseConfig``: after the per-site fit, tune each block's
+            thresholds and tau against the ANN block's output (optional, slower).
+        seed: seed of the calibration sampling (and, from the command lines, of the fit).
     """
 
     timesteps: int = 8
@@ -70,15 +83,18 @@ class SpikingConfig:
     layerwise: LayerwiseConfig | None = None
     seed: int = 0
 
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)      # normalization inside __post_init__ of a frozen dataclass
+
     def __post_init__(self) -> None:
         if isinstance(self.fit, dict):
-            self.fit = FitConfig(**self.fit)
+            self._set("fit", FitConfig(**self.fit))
         if self.layerwise is True:
-            self.layerwise = LayerwiseConfig()
+            self._set("layerwise", LayerwiseConfig())
         elif isinstance(self.layerwise, dict):
-            self.layerwise = LayerwiseConfig(**self.layerwise)
+            self._set("layerwise", LayerwiseConfig(**self.layerwise))
         elif self.layerwise is False:
-            self.layerwise = None
+            self._set("layerwise", None)
         elif self.layerwise is not None and not isinstance(self.layerwise, LayerwiseConfig):
             raise ValueError(f"layerwise must be None, True, a dict or a LayerwiseConfig, got {self.layerwise!r}")
         validate_steps(self.timesteps, self.grains)
@@ -91,24 +107,24 @@ class SpikingConfig:
         if isinstance(self.prefix, (list, tuple)):
             if not all(isinstance(t, int) and t >= 0 for t in self.prefix):
                 raise ValueError(f"prefix token ids must be non-negative integers, got {list(self.prefix)}")
-            self.prefix = list(self.prefix)
+            self._set("prefix", list(self.prefix))
         elif self.prefix not in ("auto", "none"):
             raise ValueError(f"prefix must be 'auto', 'none' or a list of token ids, got {self.prefix!r}")
         if self.prefix_eta <= 1 or self.prefix_max_tokens < 0:
             raise ValueError("prefix_eta must be > 1 and prefix_max_tokens >= 0")
         if self.tau not in ("channel", "tensor"):
             raise ValueError(f"tau must be 'channel' or 'tensor', got {self.tau!r}")
-        self.sites = validate_site_types(self.sites)
+        self._set("sites", validate_site_types(self.sites))
         numeric = isinstance(self.tau_headroom, (int, float)) and not isinstance(self.tau_headroom, bool)
         if self.tau_headroom != "auto" and not (numeric and self.tau_headroom >= 1.0):
             raise ValueError("tau_headroom must be 'auto' or a number >= 1 (1 = tau is the calibration maximum), "
                              f"got {self.tau_headroom!r}")
-        self.headroom_sites = tuple(self.headroom_sites)
+        self._set("headroom_sites", tuple(self.headroom_sites))
         unknown = [t for t in self.headroom_sites if t not in ALL_SITE_TYPES]
         if unknown:
             raise ValueError(f"unknown headroom site types {unknown}; choose from {list(ALL_SITE_TYPES)}")
         if isinstance(self.allocation, (list, tuple)):
-            self.allocation = validate_allocation(tuple(self.allocation), self.timesteps)
+            self._set("allocation", validate_allocation(tuple(self.allocation), self.timesteps))
             if len(self.allocation) != self.grains:
                 raise ValueError(f"allocation {','.join(map(str, self.allocation))} has {len(self.allocation)} "
                                  f"grains but grains={self.grains}; give one step count per grain")

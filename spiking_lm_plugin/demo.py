@@ -13,7 +13,7 @@ def _evaluate(model_args: dict, task: str, limit: int | None) -> tuple[dict, dic
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from .cli import tasks_dir
+    from .tasks_location import tasks_dir
     from .lm_eval_model import SpikingHFLM
 
     lm = SpikingHFLM(**model_args)
@@ -23,7 +23,7 @@ def _evaluate(model_args: dict, task: str, limit: int | None) -> tuple[dict, dic
     return out["results"][task], lm.energy_report(), time.perf_counter() - t0
 
 
-def _fit(args: argparse.Namespace, out: Path) -> tuple[Path, dict]:
+def _fit(args: argparse.Namespace, recipe, out: Path) -> tuple[Path, dict]:
     import pytorch_lightning as pl
 
     from lightning_modules import (ActivationDataModule, BaseLoggingCallback, CheckpointExportCallback,
@@ -31,14 +31,10 @@ def _fit(args: argparse.Namespace, out: Path) -> tuple[Path, dict]:
 
     ckpt = out / "checkpoint"
     t0 = time.perf_counter()
-    from .config import SpikingConfig
-
-    headroom = SpikingConfig(timesteps=args.timesteps).headroom   # the data module does not know T
-    dm = ActivationDataModule(model=args.model, calibration_tokens=args.calibration_tokens, tau_headroom=headroom,
-                              device=args.device)
+    dm = ActivationDataModule(model=args.model, spiking=recipe, device=args.device)
     dm.setup("fit")
     calibrate_s = time.perf_counter() - t0
-    module = NeuronFitModule(timesteps=args.timesteps, grains=args.grains)
+    module = NeuronFitModule(recipe)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu" if args.device == "cpu" else "auto", devices=1,
                          logger=pl.loggers.CSVLogger(str(out), name="fit"), enable_checkpointing=False,
                          callbacks=[PhaseSwitchCallback(), BaseLoggingCallback(str(out)),
@@ -57,35 +53,45 @@ def run_demo(args: argparse.Namespace) -> int:
     console = Console()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    console.rule(f"[bold]spiking-lm demo: {args.model}, T={args.timesteps}, {args.grains} grains")
-    ckpt, timings = _fit(args, out)
+    from .recipe_flags import recipe_from_args
+
+    recipe = recipe_from_args(args)               # one SpikingConfig for the data module and the module
+    console.rule(f"[bold]spiking-lm demo: {args.model}, T={recipe.timesteps}, {recipe.grains} grains")
+    ckpt, timings = _fit(args, recipe, out)
     limit = args.eval_docs if args.eval_docs > 0 else None
     common = {"pretrained": args.model, "device": args.device}
     ann, ann_energy, ann_s = _evaluate({**common, "spiking": "none"}, args.task, limit)
+    ref, _, ref_s = _evaluate({**common, "spiking": str(ckpt), "mode": "analog"}, args.task, limit)
     snn, snn_energy, snn_s = _evaluate({**common, "spiking": str(ckpt)}, args.task, limit)
 
-    table = Table(title=f"ANN vs spiking ({args.task}, {limit or 'all'} documents, {snn_energy['tokens']:,} tokens)")
-    for col in ("", "ANN", f"spiking T={args.timesteps}"):
+    table = Table(title=f"ANN vs spiking ({args.task}, {limit or 'all'} documents, {snn_energy['tokens']:,} tokens)",
+                  caption="analog reference: the converted model's prefix and rotation with every site analog "
+                          "(what the neurons alone change is spiking vs this column)")
+    for col in ("", "ANN", "analog reference", f"spiking T={recipe.timesteps}"):
         table.add_column(col, justify="right")
-    ppl_a, ppl_s = ann["word_perplexity,none"], snn["word_perplexity,none"]
+    ppl_a, ppl_r, ppl_s = (r["word_perplexity,none"] for r in (ann, ref, snn))
     rows = [
-        ("word perplexity", f"{ppl_a:.3f}", f"{ppl_s:.3f} ({ppl_s / ppl_a - 1:+.1%})"),
-        ("bits per byte", f"{ann['bits_per_byte,none']:.4f}", f"{snn['bits_per_byte,none']:.4f}"),
-        ("conversion time (calibrate + fit)", "-", f"{timings['conversion_s']:.1f} s"),
-        ("firing rate", "-", f"{snn_energy['firing_rate']:.4f}"),
-        ("MAC / token", f"{ann_energy['mac_per_token']:.4g}", f"{snn_energy['mac_per_token']:.4g}"),
-        ("AC / token", f"{ann_energy['ac_per_token']:.4g}", f"{snn_energy['ac_per_token']:.4g}"),
-        ("energy / token (uJ)", f"{ann_energy['energy_j_per_token'] * 1e6:.4g}",
+        ("word perplexity", f"{ppl_a:.3f}", f"{ppl_r:.3f} ({ppl_r / ppl_a - 1:+.1%})",
+         f"{ppl_s:.3f} ({ppl_s / ppl_a - 1:+.1%} vs ANN, {ppl_s / ppl_r - 1:+.1%} vs analog)"),
+        ("bits per byte", f"{ann['bits_per_byte,none']:.4f}", f"{ref['bits_per_byte,none']:.4f}",
+         f"{snn['bits_per_byte,none']:.4f}"),
+        ("conversion time (calibrate + fit)", "-", "-", f"{timings['conversion_s']:.1f} s"),
+        ("firing rate", "-", "-", f"{snn_energy['firing_rate']:.4f}"),
+        ("MAC / token", f"{ann_energy['mac_per_token']:.4g}", "-", f"{snn_energy['mac_per_token']:.4g}"),
+        ("AC / token", f"{ann_energy['ac_per_token']:.4g}", "-", f"{snn_energy['ac_per_token']:.4g}"),
+        ("energy / token (uJ)", f"{ann_energy['energy_j_per_token'] * 1e6:.4g}", "-",
          f"{snn_energy['energy_j_per_token'] * 1e6:.4g}"),
-        ("energy saving vs ANN", "-", f"{1 - snn_energy['energy_j_per_token'] / ann_energy['energy_j_per_token']:.1%}"),
-        ("lm-eval time", f"{ann_s:.1f} s", f"{snn_s:.1f} s"),
+        ("energy saving vs ANN", "-", "-",
+         f"{1 - snn_energy['energy_j_per_token'] / ann_energy['energy_j_per_token']:.1%}"),
+        ("lm-eval time", f"{ann_s:.1f} s", f"{ref_s:.1f} s", f"{snn_s:.1f} s"),
     ]
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    summary = {"model": args.model, "timesteps": args.timesteps, "grains": args.grains, "task": args.task,
+    summary = {"model": args.model, "recipe": recipe.to_dict(), "task": args.task,
                "limit": limit, "checkpoint": str(ckpt), "timings": timings,
                "ann": {"results": ann, "energy": ann_energy, "eval_s": ann_s},
+               "analog_reference": {"results": ref, "eval_s": ref_s},
                "spiking": {"results": snn, "energy": snn_energy, "eval_s": snn_s}}
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     console.print(f"results: {out / 'results.json'}   figure 4: {out / 'figure4.png'}   checkpoint: {ckpt}")

@@ -17,7 +17,7 @@ Rules (per forward; the ANN is counted by the same code with every site analog):
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -121,9 +121,6 @@ class EnergyMeter:
             "by_kind": {k: {"mac": v[0], "ac": v[1]} for k, v in sorted(self.by_kind.items())},
             "site_firing_rate": {k: v.firing_rate for k, v in sorted(self.sites.items())},
         }
-
-    def constants_dict(self) -> dict:
-        return asdict(self.constants)
 
 
 # ---------------------------------------------------------------------- counting rules

@@ -21,8 +21,9 @@ from torch import nn
 from .hf_compat import CACHE_KWARGS, cache_of, with_cache
 from .layerwise_config import LayerwiseConfig
 from .model_surgery import spiking_sites
-from .prefix import _with_prefix
+from .prefix import prefixed_inputs
 from .progress import progress_bar
+from .runtime import runtime_of
 
 
 @dataclass
@@ -30,6 +31,8 @@ class LayerwiseResult:
     mse_before: list[float] = field(default_factory=list)   # per block, relative to the block's own update
     mse_after: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    taus: dict[str, torch.Tensor] = field(default_factory=dict)      # site -> tuned tau
+    thetas: dict[str, torch.Tensor] = field(default_factory=dict)    # site -> tuned thresholds [T]
 
 
 def _output(out) -> torch.Tensor:
@@ -41,7 +44,6 @@ def _ann_trace(model: nn.Module, windows: torch.Tensor, batch: int):
     """Per batch: the inputs of block 0, every block's ANN output, and the kwargs each block was called with
     (masks and rotary embeddings, computed by the model itself so every architecture's variant is right)."""
     layers = model.model.layers
-    runtime = model.spiking_runtime
     captured: dict[int, tuple] = {}
     hooks = []
     for i, layer in enumerate(layers):
@@ -52,51 +54,41 @@ def _ann_trace(model: nn.Module, windows: torch.Tensor, batch: int):
             captured[i] = captured[i] + (_output(out),)
         hooks += [layer.register_forward_pre_hook(pre, with_kwargs=True),
                   layer.register_forward_hook(post, with_kwargs=True)]
-    previous = runtime.mode
-    runtime.set_mode("record")           # analog sites with the prefix active (no reservoirs attached)
     device = next(model.parameters()).device
     traces = []
     try:
-        for chunk in windows.split(batch):
-            captured.clear()
-            model.model(**_prefixed_inputs(model, chunk.to(device)))
-            traces.append({"x0": captured[0][0], "kwargs": [captured[i][1] for i in range(len(layers))],
-                           "targets": [captured[i][2] for i in range(len(layers))], "ids": chunk})
+        with runtime_of(model).use(mode="analog", meter=None):
+            for chunk in windows.split(batch):
+                captured.clear()
+                model.model(**prefixed_inputs(model, chunk.to(device)))
+                traces.append({"x0": captured[0][0], "kwargs": [captured[i][1] for i in range(len(layers))],
+                               "targets": [captured[i][2] for i in range(len(layers))], "ids": chunk})
     finally:
         for h in hooks:
             h.remove()
-        runtime.set_mode(previous)
     return traces
 
 
-def _prefixed_inputs(model: nn.Module, ids: torch.Tensor) -> dict:
-    inputs = {"input_ids": ids, "use_cache": False}
-    hooked = _with_prefix(model, (), inputs)
-    return hooked[1] if hooked else inputs
-
-
 def _run_block(model: nn.Module, layer: nn.Module, x: torch.Tensor, trace: dict, index: int) -> torch.Tensor:
-    cache = cache_of(_prefixed_inputs(model, trace["ids"].to(x.device)))
+    cache = cache_of(prefixed_inputs(model, trace["ids"].to(x.device)))
     return _output(layer(x, **with_cache(trace["kwargs"][index], cache)))
 
 
 @torch.no_grad()
 def layerwise_calibrate(model: nn.Module, windows: torch.Tensor, config: LayerwiseConfig | None = None,
                         show_progress: bool = True) -> LayerwiseResult:
-    """Tune every block's sites in turn (fused execution, weights frozen); returns per-block errors.
-    The sites keep the tuned ``tau``/``theta``; :func:`sync_state` copies them into the state."""
+    """Tune every block's sites in turn (fused execution, weights frozen); returns per-block errors and
+    the tuned ``tau``/``theta`` per site (``conversion.tune_layers`` installs them through the state)."""
     config = config or LayerwiseConfig()
     t0 = time.perf_counter()
     windows = windows[: config.windows, : config.length]
-    runtime = model.spiking_runtime
+    runtime = runtime_of(model)
     traces = _ann_trace(model, windows, batch=max(1, min(4, windows.shape[0])))
     layers = model.model.layers
     sites = spiking_sites(model)
     result = LayerwiseResult()
-    previous = runtime.mode
-    runtime.set_mode("fused")
     inputs = [t["x0"] for t in traces]
-    try:
+    with runtime.use(mode="fused", meter=None):
         with progress_bar("layer-wise calibration", len(layers), show_progress) as advance:
             for i, layer in enumerate(layers):
                 def block_error() -> float:
@@ -124,20 +116,10 @@ def layerwise_calibrate(model: nn.Module, windows: torch.Tensor, config: Layerwi
                         if error < best:
                             best, theta = error, site.theta
                     site.theta = theta
+                    result.taus[site.name], result.thetas[site.name] = tau.detach().cpu(), theta.detach().cpu()
                 inputs = [_run_block(model, layer, inputs[j], traces[j], i) for j in range(len(traces))]
                 result.mse_before.append(before)
                 result.mse_after.append(best)
                 advance(1, f"block {i}: {before:.3g} -> {best:.3g}")
-    finally:
-        runtime.set_mode(previous)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-@torch.no_grad()
-def sync_state(model: nn.Module, state) -> None:
-    """Copy the sites' (tuned) tau and thresholds back into ``state`` so checkpoints carry them."""
-    sites = spiking_sites(model)
-    for i, name in enumerate(state.site_names):
-        state.neurons["theta"][i] = sites[name].theta.to(state.neurons["theta"].dtype).cpu()
-        state.taus[name] = sites[name].tau.detach().cpu().reshape(state.taus[name].shape).clone()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerwiseConfig:
     """tau_scales / threshold_shifts: the candidates tried per site (1.0 / 0.0, the fitted values, are
     always kept as the fallback); windows x length: the calibration tokens the blocks are tuned on."""
@@ -16,8 +16,8 @@ class LayerwiseConfig:
     length: int = 256
 
     def __post_init__(self) -> None:
-        self.tau_scales = tuple(float(x) for x in self.tau_scales)
-        self.threshold_shifts = tuple(float(x) for x in self.threshold_shifts)
+        object.__setattr__(self, "tau_scales", tuple(float(x) for x in self.tau_scales))
+        object.__setattr__(self, "threshold_shifts", tuple(float(x) for x in self.threshold_shifts))
         for name in ("windows", "length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LayerwiseConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -20,12 +20,23 @@ from .checkpoint_files import CheckpointError, read_meta, verify_tensors
 from .energy import EnergyConstants, EnergyMeter
 from .model_surgery import attach
 
-#: per-document energy of the latest rolling-loglikelihood run, keyed by the document text; read by the
-#: metric functions of the energy tasks (``tasks/energy_metrics.py``)
-DOCUMENT_ENERGY: dict[str, dict[str, float]] = {}
+#: ``analog``: the analog reference (same prefix and rotation as the checkpoint, every site analog)
+MODES = ("fused", "timestep", "analog")
 
 
-MODES = ("fused", "timestep")
+class MeteredLoglikelihood(float):
+    """A rolling log-likelihood that carries its own request's energy (``.energy``): the energy tasks'
+    metric functions read it from the result they are given, so nothing is keyed by document text."""
+
+    energy: dict[str, float]
+
+    def __new__(cls, value: float, energy: dict[str, float]) -> "MeteredLoglikelihood":
+        obj = super().__new__(cls, value)
+        obj.energy = energy
+        return obj
+
+    def __reduce__(self):
+        return (MeteredLoglikelihood, (float(self), self.energy))
 
 
 def _under_lm_eval_cli() -> bool:
@@ -64,12 +75,13 @@ def _is_none(value: Any) -> bool:
 
 @register_model("spiking-hf")
 class SpikingHFLM(HFLM):
-    """HFLM plus ``spiking=<checkpoint dir>|none``, ``mode=fused|timestep`` and energy constants
-    (``e_mac``/``e_ac`` in pJ, ``read_write``, ``e_rw``). Every HFLM argument keeps working."""
+    """HFLM plus ``spiking=<checkpoint dir>|none``, ``mode=fused|timestep|analog`` and energy constants
+    (``e_mac``/``e_ac``/``e_rw`` in pJ, ``read_write``; unset ones keep ``EnergyConstants``' defaults).
+    Every HFLM argument keeps working."""
 
     def __init__(self, pretrained: Any = "smollm2-135m", spiking: str | None = None, mode: str = "fused",
-                 e_mac: float = 4.6, e_ac: float = 0.9, read_write: bool = False, e_rw: float = 5.0,
-                 energy: bool = True, **kwargs: Any) -> None:
+                 e_mac: float | None = None, e_ac: float | None = None, read_write: bool | None = None,
+                 e_rw: float | None = None, energy: bool = True, **kwargs: Any) -> None:
         try:
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -94,24 +106,26 @@ class SpikingHFLM(HFLM):
         else:
             attach(model).set_mode("ann")
             self.spiking_mode = "ann"
-        self.meter = EnergyMeter(EnergyConstants(e_mac, e_ac, e_rw, bool(read_write)), enabled=bool(energy))
-        model.spiking_runtime.meter = self.meter
+        given = {"e_mac_pj": e_mac, "e_ac_pj": e_ac, "e_rw_pj": e_rw, "read_write": read_write}
+        constants = EnergyConstants(**{k: (bool(v) if k == "read_write" else float(v))
+                                       for k, v in given.items() if v is not None})
+        self.meter = EnergyMeter(constants, enabled=bool(energy))
+        model.spiking.meter = self.meter
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        """One document at a time, so each document's energy is known exactly."""
-        DOCUMENT_ENERGY.clear()
+        """One request at a time, so each request's energy is known exactly; it travels on the result."""
         results = []
         for request in requests:
             before = self.meter.summary()
-            results.extend(super().loglikelihood_rolling([request], disable_tqdm=True))
+            (value,) = super().loglikelihood_rolling([request], disable_tqdm=True)
             after = self.meter.summary()
             tokens = max(after["tokens"] - before["tokens"], 1)
-            DOCUMENT_ENERGY[request.args[0]] = {
+            results.append(MeteredLoglikelihood(value, {
                 "tokens": after["tokens"] - before["tokens"],
                 "energy_uj_per_token": (after["energy_j"] - before["energy_j"]) / tokens * 1e6,
                 "ac_per_token": (after["ac"] - before["ac"]) / tokens,
                 "mac_per_token": (after["mac"] - before["mac"]) / tokens,
-            }
+            }))
         return results
 
     def energy_report(self) -> dict[str, Any]:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from .fingerprint import weights_fingerprint
 from .hf_compat import use_eager_attention
 from .modules import SpikeSite, SpikingAttention, SpikingLMHead, SpikingMLP
-from .runtime import SpikingRuntime
-from .sites import POST_NORM_ARCHITECTURES, SUPPORTED_ARCHITECTURES
+from .runtime import SpikingRuntime, runtime_of
+from .sites import POST_NORM_ARCHITECTURES, SUPPORTED_ARCHITECTURES, site_type
+
+if TYPE_CHECKING:
+    from .config import SpikingConfig
 
 
 def check_architecture(model: nn.Module) -> None:
@@ -37,21 +42,20 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def attach(model: nn.Module) -> SpikingRuntime:
-    """Wrap every decoder layer's attention and MLP and the LM head (idempotent); returns the runtime."""
-    runtime = getattr(model, "spiking_runtime", None)
-    if runtime is not None:
+    """Wrap every decoder layer's attention and MLP and the LM head (idempotent); returns ``model.spiking``."""
+    runtime = getattr(model, "spiking", None)
+    if isinstance(runtime, SpikingRuntime):
         return runtime
     check_architecture(model)
     fingerprint = model_fingerprint(model)
     use_eager_attention(model)
-    runtime = SpikingRuntime(mode="ann")
+    runtime = SpikingRuntime(mode="ann", fingerprint=fingerprint)
     device = next(model.parameters()).device
     for i, layer in enumerate(model.model.layers):
         layer.self_attn = SpikingAttention(layer.self_attn, i, runtime).to(device)
         layer.mlp = SpikingMLP(layer.mlp, i, runtime).to(device)
     model.lm_head = SpikingLMHead(model.lm_head, runtime).to(device)
-    model.spiking_runtime = runtime
-    model.spiking_fingerprint = fingerprint
+    model.spiking = runtime
     return runtime
 
 
@@ -119,9 +123,10 @@ def apply_rotation(model: nn.Module, rotation: str, seed: int = 0, transform: st
     size, the transform used."""
     from .hadamard import online_transform
 
-    done = getattr(model, "spiking_rotation", "none")
+    runtime = runtime_of(model)
+    done = runtime.rotation
     if rotation == done:
-        return dict(getattr(model, "spiking_transforms", {}))
+        return dict(runtime.transforms)
     if done != "none":
         raise ValueError(f"model already carries rotation {done!r}; load a fresh base model for {rotation!r}")
     used: dict[str, str] = {}
@@ -142,6 +147,17 @@ def apply_rotation(model: nn.Module, rotation: str, seed: int = 0, transform: st
                 w.copy_(t.apply(w.double()).to(w.dtype))
             mlp.online_transform = t
             used[str(t.size)] = t.describe()
-    model.spiking_rotation = rotation
-    model.spiking_transforms = used
-    return used
+    runtime.rotation, runtime.transforms = rotation, used
+    return dict(used)
+
+
+def prepare(model: nn.Module, config: "SpikingConfig") -> dict[str, str]:
+    """The first stage: wrap the model (idempotent) and fold the recipe's rotation into its weights;
+    returns the online transform used per down_proj input size."""
+    attach(model)
+    return apply_rotation(model, config.rotation, config.seed, config.online_transform)
+
+
+def selected_sites(model: nn.Module, config: "SpikingConfig") -> list[str]:
+    """The recipe's sites of an attached model, in network order."""
+    return [name for name in spiking_sites(model) if site_type(name) in config.sites]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from .hf_compat import cache_layers, cache_of, new_cache, shift_positions, with_cache
 from .model_surgery import spiking_sites
+from .runtime import CachePrefix, SpikingRuntime, runtime_of
 
 
 @dataclass
@@ -36,31 +37,28 @@ def _down_inputs(model: nn.Module):
 def token_outlier_ratios(model: nn.Module, windows: torch.Tensor, prefix: list[int],
                          batch_size: int = 4) -> torch.Tensor:
     """[n, L]: per token, the largest over layers of max|x| at the down_proj input divided by that
-    layer's median token max (PrefixQuant's outlier statistic), computed by the ANN with ``prefix``."""
-    runtime = model.spiking_runtime
+    layer's median token max (PrefixQuant's outlier statistic), computed by the analog model behind
+    ``prefix`` (the installed prefix is put back afterwards)."""
+    runtime = runtime_of(model)
     maxima: dict[int, torch.Tensor] = {}
     hooks = [site.register_forward_pre_hook(lambda m, a, i=i: maxima.__setitem__(i, a[0].abs().amax(-1).float()))
              for i, site in enumerate(_down_inputs(model))]
-    previous = runtime.mode
-    runtime.set_mode("ann")
-    saved = getattr(model, "spiking_prefix", None)
+    saved = runtime.prefix
     device = next(model.parameters()).device
     try:
         install_prefix(model, prefix)
         rows = []
-        for batch in windows.split(batch_size):
-            inputs = {"input_ids": batch.to(device), "use_cache": False}
-            hooked = _with_prefix(model, (), inputs)
-            model.model(**(hooked[1] if hooked else inputs))     # the backbone only: no lm_head cost
-            rows.append(torch.stack([maxima[i] for i in range(len(maxima))]).cpu())   # [layers, B, L]
+        with runtime.use(mode="analog", meter=None):
+            for batch in windows.split(batch_size):
+                model.model(**prefixed_inputs(model, batch.to(device)))     # the backbone only: no lm_head cost
+                rows.append(torch.stack([maxima[i] for i in range(len(maxima))]).cpu())   # [layers, B, L]
         per_layer = torch.cat(rows, dim=1)
         median = per_layer.flatten(1).median(dim=1).values.clamp_min(1e-12)
         return (per_layer / median[:, None, None]).amax(0)
     finally:
         for h in hooks:
             h.remove()
-        install_prefix(model, saved.tokens if saved is not None else [])
-        runtime.set_mode(previous)
+        _set_prefix(model, saved)
 
 
 def candidate_tokens(windows: torch.Tensor, ratios: torch.Tensor, eta: float, specials: list[int],
@@ -112,17 +110,10 @@ class PrefixKV:
 @torch.no_grad()
 def compute_prefix_kv(model: nn.Module, tokens: list[int], bos_token_id: int | None = None) -> PrefixKV:
     """Run the ANN once over the prefix (sites analog, nothing metered) and keep its KV cache."""
-    runtime = model.spiking_runtime
-    previous, meter = runtime.mode, runtime.meter
-    runtime.set_mode("ann")
-    runtime.meter = None
-    try:
-        device = next(model.parameters()).device
-        cache = new_cache(model.config)
+    device = next(model.parameters()).device
+    cache = new_cache(model.config)
+    with runtime_of(model).use(mode="ann", meter=None):
         model.model(**with_cache({"input_ids": torch.tensor([tokens], device=device), "use_cache": True}, cache))
-    finally:
-        runtime.set_mode(previous)
-        runtime.meter = meter
     layers = cache_layers(cache)
     if len(layers) != len(model.model.layers) or any(k is None for k, _ in layers):
         raise RuntimeError(f"the prefix forward filled {len(layers)} of {len(model.model.layers)} cache layers: "
@@ -142,17 +133,25 @@ def _as_kwargs(module: nn.Module, args: tuple, kwargs: dict) -> dict:
 def _prefix_hook(module: nn.Module, args: tuple, kwargs: dict):
     """Forward pre-hook of a converted model: the spiking executions (and calibration) run after the
     prefix; ``ann`` mode stays the base model exactly."""
-    runtime = getattr(module, "spiking_runtime", None)
-    if runtime is not None and runtime.mode == "ann":
+    runtime = getattr(module, "spiking", None)
+    if not isinstance(runtime, SpikingRuntime) or not runtime.prefixed:
         return None
-    return _with_prefix(module, args, kwargs)
+    return _with_prefix(module, runtime, args, kwargs)
 
 
-def _with_prefix(module: nn.Module, args: tuple, kwargs: dict):
+def prefixed_inputs(model: nn.Module, ids: torch.Tensor) -> dict:
+    """Backbone keyword arguments for ``model.model(**...)`` that run ``ids`` behind the installed prefix
+    (whatever the mode; the stages that call the backbone directly use it)."""
+    inputs = {"input_ids": ids, "use_cache": False}
+    hooked = _with_prefix(model, runtime_of(model), (), inputs)
+    return hooked[1] if hooked else inputs
+
+
+def _with_prefix(module: nn.Module, runtime: SpikingRuntime, args: tuple, kwargs: dict):
     """Inject the prefix KV as the KV cache (a fresh cache, or the empty one ``generate`` passes)
     and shift positions (every position keyword) and the 2-D attention mask by its length; None when
     there is nothing to do."""
-    prefix: PrefixKV | None = getattr(module, "spiking_prefix", None)
+    prefix = runtime.prefix
     if prefix is None or len(prefix) == 0:
         return None
     kwargs = _as_kwargs(module, args, kwargs)
@@ -169,17 +168,16 @@ def _with_prefix(module: nn.Module, args: tuple, kwargs: dict):
         for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
             k, v = k.to(ref.device, dtype), v.to(ref.device, dtype)
             cache.update(k.repeat(bsz, 1, 1, 1), v.repeat(bsz, 1, 1, 1), layer)
-        cache.spiking_prefix_length = p
         # a second BOS would become a second attention sink: hide a leading BOS when the prefix has one
         hidden = None
         if ids is not None and prefix.bos_token_id is not None and prefix.bos_token_id in prefix.tokens:
             hidden = ids[:, 0] == prefix.bos_token_id
-        cache.spiking_hidden_bos = hidden if hidden is not None and bool(hidden.any()) else None
+        runtime.caches[cache] = CachePrefix(p, hidden if hidden is not None and bool(hidden.any()) else None)
         kwargs = with_cache(kwargs, cache)
-    elif getattr(cache, "spiking_prefix_length", None) != p:
+    elif cache not in runtime.caches or runtime.caches[cache].length != p:
         return None                        # a cache this hook did not start: leave it as given
     mask = kwargs.get("attention_mask")
-    hidden = cache.spiking_hidden_bos
+    hidden = runtime.caches[cache].hidden_bos
     if (mask is None or mask.ndim == 2) and (mask is not None or hidden is not None):
         past = cache.get_seq_length() - p          # this call's tokens are not in the cache yet
         if mask is None:
@@ -192,16 +190,23 @@ def _with_prefix(module: nn.Module, args: tuple, kwargs: dict):
 
 
 def install_prefix(model: nn.Module, tokens: list[int], bos_token_id: int | None = None) -> None:
-    """Run every later forward of ``model`` after ``tokens`` (their KV computed once, analog); an empty
-    list removes the prefix."""
-    handle = getattr(model, "_spiking_prefix_handle", None)
-    if handle is not None:
-        handle.remove()
-        model._spiking_prefix_handle = None
-    model.spiking_prefix = None
+    """Run every later forward of ``model`` (in every mode but ``ann``) after ``tokens``, their KV computed
+    once by the ANN; an empty list removes the prefix."""
     if not tokens:
+        _set_prefix(model, None)
         return
     if bos_token_id is None:
         bos_token_id = getattr(model.config, "bos_token_id", None)
-    model.spiking_prefix = compute_prefix_kv(model, tokens, bos_token_id)
-    model._spiking_prefix_handle = model.register_forward_pre_hook(_prefix_hook, with_kwargs=True)
+    _set_prefix(model, None)
+    _set_prefix(model, compute_prefix_kv(model, list(tokens), bos_token_id))
+
+
+def _set_prefix(model: nn.Module, prefix: PrefixKV | None) -> None:
+    """Install an already computed prefix (or none) and the forward pre-hook that applies it."""
+    runtime = runtime_of(model)
+    if runtime.prefix_handle is not None:
+        runtime.prefix_handle.remove()
+        runtime.prefix_handle = None
+    runtime.prefix = prefix if prefix is not None and len(prefix) > 0 else None
+    if runtime.prefix is not None:
+        runtime.prefix_handle = model.register_forward_pre_hook(_prefix_hook, with_kwargs=True)

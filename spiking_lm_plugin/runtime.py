@@ -1,44 +1,70 @@
-"""Shared execution state of a converted model: which execution runs and which meter counts."""
+"""``model.spiking``: everything a converted model carries beside its weights, in one scoped container.
+
+The wrappers read the execution mode and the meter from here; the prefix, the rotation record and the
+installed state live here too (docs/DESIGN.md, "State"). ``with model.spiking.use(mode=..., meter=...)``
+is the one way code switches the execution temporarily: the previous values come back on exit, also on
+an exception.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import torch
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
+    from .conversion import SpikingState
     from .energy import EnergyMeter
+    from .prefix import PrefixKV
 
-#: ``ann``: every site analog (the ANN, still metered); ``record``: analog + feed the reservoirs;
-#: ``fused``: each neuron returns SN(x), ops run once; ``timestep``: ops run on spike frames [T, ...].
-MODES = ("ann", "record", "fused", "timestep")
+#: ``ann``: the base model exactly (sites analog, no prefix); ``analog``: sites analog behind the
+#: conversion's prefix and transforms (the analog reference; what calibration records); ``fused``: each
+#: neuron returns SN(x), ops run once; ``timestep``: ops run on spike frames [T, ...].
+MODES = ("ann", "analog", "fused", "timestep")
+
+_KEEP: Any = object()
 
 
 @dataclass
-class SpikingRuntime:
-    mode: str = "fused"
-    meter: "EnergyMeter | None" = None
-    #: record mode only: which tokens of the current batch feed the reservoirs ([B, L], True = record) and
-    #: the eta above which a down_proj input token is left out from its layer on (None: keep every token)
-    record_keep: torch.Tensor | None = None
-    outlier_eta: float | None = None
-    outlier_tokens: int = 0
+class CachePrefix:
+    """What the prefix hook knows about a KV cache it started: the prefix length and the rows whose
+    leading BOS it hides (a second BOS would become a second attention sink)."""
 
-    def flag_outliers(self, token_max: torch.Tensor) -> None:
-        """Leave out (from here on) the tokens whose max|x| [B, L] exceeds eta times the batch median."""
-        if self.outlier_eta is None or self.record_keep is None or token_max.shape != self.record_keep.shape:
-            return
-        outliers = token_max > self.outlier_eta * token_max.median().clamp_min(1e-12)
-        new = outliers & self.record_keep
-        if bool(new.any()):
-            self.outlier_tokens += int(new.sum())
-            self.record_keep = self.record_keep & ~outliers
+    length: int
+    hidden_bos: Any = None
+
+
+@dataclass(eq=False)
+class SpikingRuntime:
+    mode: str = "ann"
+    meter: "EnergyMeter | None" = None
+    fingerprint: str = ""
+    rotation: str = "none"
+    transforms: dict[str, str] = field(default_factory=dict)   # down_proj input size -> online transform
+    prefix: "PrefixKV | None" = None
+    state: "SpikingState | None" = None
+    prefix_handle: Any = None
+    #: caches the prefix hook filled, weakly keyed so a finished generation frees its cache
+    caches: "weakref.WeakKeyDictionary[Any, CachePrefix]" = field(default_factory=weakref.WeakKeyDictionary)
 
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
-            raise ValueError(f"unknown execution mode {mode!r}; choose one of {MODES}")
+            raise ValueError(f"unknown execution mode {mode!r}; choose one of {', '.join(MODES)}")
         self.mode = mode
+
+    @contextmanager
+    def use(self, mode: str | None = None, meter: "EnergyMeter | None" = _KEEP) -> Iterator["SpikingRuntime"]:
+        """Run a block under another mode and/or meter (``meter=None``: nothing counted); restored on exit."""
+        saved = self.mode, self.meter
+        try:
+            if mode is not None:
+                self.set_mode(mode)
+            if meter is not _KEEP:
+                self.meter = meter
+            yield self
+        finally:
+            self.mode, self.meter = saved
 
     @property
     def spiking(self) -> bool:
@@ -47,3 +73,16 @@ class SpikingRuntime:
     @property
     def timestep(self) -> bool:
         return self.mode == "timestep"
+
+    @property
+    def prefixed(self) -> bool:
+        """Whether inputs run after the prefix (every mode but ``ann``)."""
+        return self.mode != "ann" and self.prefix is not None and len(self.prefix) > 0
+
+
+def runtime_of(model: Any) -> SpikingRuntime:
+    """The container of a converted (or attached) model, or a one-line error."""
+    runtime = getattr(model, "spiking", None)
+    if not isinstance(runtime, SpikingRuntime):
+        raise ValueError("this model is not converted; call spiking_lm_plugin.convert or load first")
+    return runtime

@@ -15,15 +15,6 @@ PER_CHANNEL_SITE_TYPES = LINEAR_INPUT_SITE_TYPES + ("q", "k", "v", "gate_act", "
 #: made 58-90% of the coding error at these sites (T = 8), and under 15% at q, down_in (Hadamard-rotated)
 #: and softmax (bounded by 1), where the lost resolution costs more than the clipping it saves
 HEADROOM_SITE_TYPES = ("attn_in", "k", "v", "o_in", "mlp_in", "gate_act", "up", "head_in")
-#: what stays analog in every configuration (listed in the README)
-ALWAYS_ANALOG = (
-    "token embedding lookup",
-    "the residual stream additions (each neuron integrates its whole input, eq. 1)",
-    "RMSNorm, softmax and SiLU arithmetic on integrated inputs (their outputs are spiked)",
-    "RoPE rotation of q/k (linear, applied before the q/k neurons)",
-    "the KV cache (analog k after RoPE and v; re-spiked on read)",
-)
-
 #: model_type -> what the conversion maps onto its modules (README "Supported architectures")
 ARCHITECTURES = {
     "llama": "LLaMA 1-3.x (incl. llama3 rope scaling, tied or untied heads), SmolLM2",

@@ -69,3 +69,13 @@ def tiny_checkpoint(tmp_path_factory, tiny_model_dir, smollm2_tokenizer):
     out = tmp_path_factory.mktemp("ckpt") / "tiny-spiking"
     slm.save(model, out)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests need CUDA: skipped (not failed) on machines without it, as in CI."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -123,7 +123,7 @@ def test_models_outside_the_list_get_one_clear_error():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
     with pytest.raises(ValueError, match="spiking-lm supports llama, qwen2, mistral, qwen3, phi3, olmo2"):
         slm.convert(gpt2, tiny_config(), calibration=random_windows(64))
-    assert not hasattr(moe, "spiking_runtime") and not hasattr(gpt2, "spiking_runtime")   # never half-converted
+    assert not hasattr(moe, "spiking") and not hasattr(gpt2, "spiking")   # never half-converted
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ BIN = Path(sys.executable).parent
 
 
 def run(*args, **kw):
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600, **kw)
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
 
 
 def test_help_explains_subcommands():

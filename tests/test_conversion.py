@@ -22,7 +22,7 @@ def converted(arch="llama", seed=0, **overrides):
 
 def run(model, ids, mode, meter=None):
     slm.set_mode(model, mode)
-    model.spiking_runtime.meter = meter
+    model.spiking.meter = meter
     with torch.no_grad():
         return model(ids).logits
 
@@ -132,7 +132,7 @@ def test_save_load_reproduces_logits_bit_for_bit(tmp_path):
 
 def test_site_subset_leaves_the_rest_analog(tmp_path):
     model = converted(sites=("attn_in", "down_in"))
-    names = model.spiking_state.site_names
+    names = model.spiking.state.site_names
     assert names == [f"layers.{i}.{s}" for i in range(2) for s in ("attn_in", "down_in")]
     meter = EnergyMeter()
     run(model, random_windows(256, 1, 8), "fused", meter)
@@ -253,3 +253,66 @@ def test_bf16_conversion_runs():
     slm.convert(model, tiny_config(), calibration=random_windows(256), show_progress=False)
     logits = run(model, random_windows(256, 1, 8), "fused")
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+
+
+def test_bf16_fused_and_timestep_agree_and_the_checkpoint_reloads(tmp_path):
+    """bf16 end to end: the two executions agree to bf16 resolution (the timestep one accumulates its
+    steps in a different order) and a reloaded checkpoint reproduces the fused logits bit for bit."""
+    model = tiny_model().to(torch.bfloat16)
+    slm.convert(model, tiny_config(), calibration=random_windows(256), show_progress=False)
+    ids = random_windows(256, 2, 12, seed=4)
+    fused, timestep = run(model, ids, "fused").float(), run(model, ids, "timestep").float()
+    scale = fused.abs().max()
+    assert float((fused - timestep).abs().max()) <= 0.05 * float(scale), float((fused - timestep).abs().max())
+    slm.save(model, tmp_path / "bf16")
+    fresh = tiny_model().to(torch.bfloat16)
+    slm.load(fresh, tmp_path / "bf16")
+    assert torch.equal(run(fresh, ids, "fused"), run(model, ids, "fused"))
+
+
+def test_stages_compose_to_convert():
+    """prepare -> calibrate -> fit -> install, called one by one, is convert."""
+    from spiking_lm_plugin.conversion import build_state
+
+    windows = random_windows(256)
+    config = tiny_config(timesteps=6)
+    whole = tiny_model()
+    slm.convert(whole, config, calibration=windows, show_progress=False)
+    staged = tiny_model()
+    slm.prepare(staged, config)
+    calib = slm.calibrate(staged, config, windows, show_progress=False)
+    result = slm.fit(calib.samples, config, show_progress=False)
+    slm.install(staged, build_state(config, calib, result, "tiny", staged.spiking.fingerprint, 0.0))
+    ids = random_windows(256, 2, 10, seed=5)
+    assert torch.equal(run(staged, ids, "fused"), run(whole, ids, "fused"))
+
+
+def test_rotating_twice_and_a_foreign_mlp_are_refused_before_any_change():
+    model = tiny_model()
+    slm.prepare(model, tiny_config(rotation="online"))
+    weight = model.model.layers[0].mlp.down_proj.weight.clone()
+    with pytest.raises(ValueError, match="already carries rotation 'online'"):
+        slm.prepare(model, tiny_config(rotation="full"))
+    assert torch.equal(model.model.layers[0].mlp.down_proj.weight, weight)
+    relu = tiny_model(hidden_act="relu")
+    with pytest.raises(ValueError, match="unsupported MLP activation"):
+        slm.prepare(relu, tiny_config())
+
+
+def test_the_analog_mode_is_the_prefixed_ann():
+    """``analog``: every site analog behind the conversion's prefix; equals the ANN reading prefix + input."""
+    model = tiny_model()
+    state = slm.convert(model, tiny_config(prefix=[3, 4], rotation="none"), calibration=random_windows(256),
+                        show_progress=False)
+    ids = random_windows(256, 2, 10, seed=6)
+    with torch.no_grad():
+        full = tiny_model()(torch.cat([torch.tensor([state.prefix] * 2), ids], dim=1)).logits[:, 2:]
+    torch.testing.assert_close(run(model, ids, "analog"), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_fused_equals_timestep_in_float64():
+    model = tiny_model().double().cuda()
+    slm.convert(model, tiny_config(), calibration=random_windows(256), show_progress=False)
+    ids = random_windows(256, 2, 12, seed=4).cuda()
+    torch.testing.assert_close(run(model, ids, "fused"), run(model, ids, "timestep"), rtol=0, atol=1e-9)

@@ -129,7 +129,7 @@ def test_a_gate_product_with_one_analog_operand_counts_the_spiking_ones(analog, 
     slm.convert(model, tiny_config(sites=sites), calibration=random_windows(256), show_progress=False)
     slm.set_mode(model, mode)
     meter = EnergyMeter()
-    model.spiking_runtime.meter = meter
+    model.spiking.meter = meter
     ids = random_windows(256, n=2, length=8, seed=3)
     with torch.no_grad():
         model(ids)

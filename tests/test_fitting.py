@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from spiking_lm_plugin.fitting import FitConfig, SiteReservoir, evaluate, fit_neurons, search_allocations
+from spiking_lm_plugin.calibration import SiteReservoir
+from spiking_lm_plugin.fitting import FitConfig, evaluate, fit_neurons, search_allocations
 from spiking_lm_plugin.neurons import NeuronBank, NeuronSpec
 
 
@@ -36,9 +37,9 @@ def test_phases_touch_only_their_parameters():
     u = heavy_tailed(2, 2000)
     spec = NeuronSpec.preset("multi-grain", 6)
     bank = NeuronBank(spec, 2)
-    from spiking_lm_plugin.fitting import AlternatingFitter
+    from spiking_lm_plugin.fitting import FitEngine
 
-    fitter = AlternatingFitter(bank, u, FitConfig(threshold_steps=3, base_steps=2, joint=False))
+    fitter = FitEngine(bank, u, FitConfig(threshold_steps=3, base_steps=2, joint=False))
     before = {k: v.detach().clone() for k, v in bank.named_parameters()}
     assert fitter.step(0)[0] == "threshold"
     assert torch.equal(bank.bases, before["bases"]) and not torch.equal(bank.theta_rel, before["theta_rel"])
@@ -62,10 +63,10 @@ def test_joint_is_the_default_and_moves_every_parameter_each_step():
     torch.manual_seed(0)
     u = heavy_tailed(2, 2000)
     assert FitConfig().joint
-    from spiking_lm_plugin.fitting import AlternatingFitter
+    from spiking_lm_plugin.fitting import FitEngine
 
     bank = NeuronBank(NeuronSpec.preset("multi-grain", 6), 2)
-    fitter = AlternatingFitter(bank, u, FitConfig())
+    fitter = FitEngine(bank, u, FitConfig())
     for step in range(fitter.steps_per_round):
         before = {k: v.detach().clone() for k, v in bank.named_parameters()}
         assert fitter.step(step)[0] == "joint"

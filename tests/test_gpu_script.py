@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow     # the lm_eval / real-model / subprocess tier
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_script_runs_every_row_on_cpu(tmp_path):
     proc = subprocess.run([sys.executable, "bench/gpu.py", "--device", "cpu", "--tiny", "--out", str(tmp_path)],
-                          capture_output=True, text=True, cwd=REPO, timeout=900)
+                          capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
     names = [r["row"] for r in rows]

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow     # a subprocess that compiles the kernels
+
 SCRIPT = r"""
 import os, torch
 os.environ["SPIKING_LM_COMPILE"] = "1"
@@ -28,7 +30,7 @@ print("ok")
 
 
 def test_compiled_kernel_matches_eager():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                           env={**os.environ, "SPIKING_LM_COMPILE": "1"})
     if "compiled spiking kernel failed" in proc.stderr or "torch.compile unavailable" in proc.stderr:
         pytest.skip("no torch.compile backend on this machine: " + proc.stderr[-500:])

@@ -141,7 +141,7 @@ def test_bad_tau_raises():
     from spiking_lm_plugin.modules import SpikeSite
     from spiking_lm_plugin.runtime import SpikingRuntime
 
-    site = SpikeSite("s", 4, SpikingRuntime(), feeds_linear=True)
+    site = SpikeSite("s", 4, SpikingRuntime())
     d = torch.tensor([0.5, 0.25])
     with pytest.raises(ValueError, match="tau must be > 0"):
         site.set_neuron(d, d, d, 0.0, torch.tensor([1.0, 0.0, 1.0, 1.0]))

@@ -28,9 +28,9 @@ def test_prefixed_forward_equals_the_concatenated_sequence(arch):
     full = logits(model, torch.cat([torch.tensor([PREFIX] * 2), ids], dim=1))[:, len(PREFIX):]
     attach(model)
     install_prefix(model, PREFIX)
-    model.spiking_runtime.set_mode("record")          # analog sites, prefix active
+    model.spiking.set_mode("analog")          # analog sites, prefix active
     torch.testing.assert_close(logits(model, ids), full, rtol=1e-5, atol=1e-5)
-    model.spiking_runtime.set_mode("ann")             # ann mode is the base model, no prefix
+    model.spiking.set_mode("ann")             # ann mode is the base model, no prefix
     torch.testing.assert_close(logits(model, ids), logits(tiny_model(arch), ids), rtol=1e-5, atol=1e-5)
 
 
@@ -43,7 +43,7 @@ def test_generate_and_kv_cache_continue_after_the_prefix():
             greedy = torch.cat([greedy, model(greedy).logits[:, -1:].argmax(-1)], dim=1)
     attach(model)
     install_prefix(model, PREFIX)
-    model.spiking_runtime.set_mode("record")
+    model.spiking.set_mode("analog")
     out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
     assert torch.equal(out, greedy[:, len(PREFIX):])
     # left-padded batch with an attention mask: the padded row continues exactly like the unpadded one
@@ -58,11 +58,11 @@ def test_a_second_bos_is_hidden_behind_a_bos_prefix():
     ids = torch.cat([torch.tensor([[5]]), random_windows(256, n=1, length=9, seed=6)], dim=1)
     attach(model)
     install_prefix(model, [5, 9])
-    model.spiking_runtime.set_mode("record")
+    model.spiking.set_mode("analog")
     hidden = logits(model, ids)
     # the same as an explicit mask that zeroes the input's BOS as a key
     install_prefix(model, [5, 9], bos_token_id=None)
-    model.spiking_prefix.bos_token_id = None
+    model.spiking.prefix.bos_token_id = None
     mask = torch.ones_like(ids)
     mask[0, 0] = 0
     torch.testing.assert_close(hidden, logits(model, ids, attention_mask=mask), rtol=1e-5, atol=1e-5)
@@ -79,7 +79,7 @@ def test_prefix_round_trips_and_both_executions_agree(tmp_path):
     slm.save(model, tmp_path / "ckpt")
     fresh = tiny_model()
     state = slm.load(fresh, tmp_path / "ckpt")
-    assert state.prefix == PREFIX and fresh.spiking_prefix.tokens == PREFIX
+    assert state.prefix == PREFIX and fresh.spiking.prefix.tokens == PREFIX
     assert torch.equal(logits(fresh, ids), expected)
     # fused == timestep holds with the prefix on (float64: the same function)
     fresh.double()
@@ -88,7 +88,7 @@ def test_prefix_round_trips_and_both_executions_agree(tmp_path):
     out = {}
     for mode in meters:
         slm.set_mode(fresh, mode)
-        fresh.spiking_runtime.meter = meters[mode]
+        fresh.spiking.meter = meters[mode]
         out[mode] = logits(fresh, ids)
     assert float((out["fused"] - out["timestep"]).abs().max() / out["fused"].abs().max()) <= 1e-10
     # the meter counts the input tokens only; the prefix KV is read (attention pairs), never re-computed
@@ -110,7 +110,7 @@ def smollm2_six_layers(smollm2_path):
 def down_in_error(model, windows, tokens, spec_config):
     """Relative MSE of the fitted down_proj neurons on the activations they see, with this prefix."""
     calib = slm.conversion.calibrate(model, spec_config(tokens), windows, show_progress=False)
-    fit = slm.conversion.fit_sites(calib.samples, spec_config(tokens), show_progress=False)
+    fit = slm.conversion.fit(calib.samples, spec_config(tokens), show_progress=False)
     rows = [i for i, n in enumerate(calib.site_names) if n.endswith("down_in")]
     return float(fit.loss[rows].mean()), calib
 
@@ -128,11 +128,11 @@ def test_prefix_search_finds_the_sink_on_real_text(smollm2_six_layers, smollm2_t
     # neurons off, the prefix barely changes the continuation log-likelihoods (the ANN reads one more token)
     install_prefix(smollm2_six_layers, search.tokens)
     nll = {}
-    for mode in ("ann", "record"):                     # plain base model / analog sites after the prefix
-        smollm2_six_layers.spiking_runtime.set_mode(mode)
+    for mode in ("ann", "analog"):                     # plain base model / analog sites after the prefix
+        smollm2_six_layers.spiking.set_mode(mode)
         out = logits(smollm2_six_layers, windows[4:8])[:, :-1]
         nll[mode] = float(torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), windows[4:8, 1:].reshape(-1)))
-    assert abs(nll["record"] - nll["ann"]) <= 0.02 * nll["ann"], nll
+    assert abs(nll["analog"] - nll["ann"]) <= 0.02 * nll["ann"], nll
 
     def config(tokens):
         return tiny_config(prefix=tokens, sites=("down_in",), samples_per_site=4096, timesteps=6)
@@ -141,7 +141,7 @@ def test_prefix_search_finds_the_sink_on_real_text(smollm2_six_layers, smollm2_t
     prefixed, calib = down_in_error(smollm2_six_layers, windows, search.tokens, config)
     assert calib.prefix == search.tokens
     assert prefixed < 0.8 * plain, (plain, prefixed)
-    assert all(s.reservoir is None for s in spiking_sites(smollm2_six_layers).values())
+    assert not any(s._forward_hooks for s in spiking_sites(smollm2_six_layers).values())   # hooks removed
 
 
 def _calibrate_with_a_massive_token(config: slm.SpikingConfig, boost: float):
@@ -166,9 +166,9 @@ def test_outlier_tokens_left_after_the_prefix_do_not_set_the_taus():
     left_out = _calibrate_with_a_massive_token(tiny_config(prefix=PREFIX), 1e4)
     kept = _calibrate_with_a_massive_token(tiny_config(prefix=PREFIX, exclude_outlier_tokens=False), 1e4)
     no_prefix = _calibrate_with_a_massive_token(tiny_config(prefix="none"), 1e4)
-    assert clean.prefix_search == {"outlier_tokens_left_out": 0}
-    assert left_out.prefix_search == {"outlier_tokens_left_out": 1}     # one token, counted once
-    assert all("outlier_tokens_left_out" not in c.prefix_search for c in (kept, no_prefix))
+    assert clean.outlier_tokens_left_out == 0
+    assert left_out.outlier_tokens_left_out == 1                      # one token, counted once
+    assert kept.outlier_tokens_left_out is None and no_prefix.outlier_tokens_left_out is None
     for site in ("layers.0.down_in", "layers.1.down_in", "layers.2.down_in"):
         # left out from its layer on, the massive token sets no maximum; the other tokens barely move
         assert float((left_out.taus[site] / clean.taus[site]).max()) < 2.0, site
@@ -180,7 +180,7 @@ def test_outlier_tokens_left_after_the_prefix_do_not_set_the_taus():
 
 
 def test_recorded_tokens_follow_each_site_layout():
-    from spiking_lm_plugin.modules.site import recorded_tokens
+    from spiking_lm_plugin.calibration.recording import recorded_tokens
 
     keep = torch.tensor([[True, False, True], [True, True, True]])
     hidden = torch.arange(2 * 3 * 4.0).view(2, 3, 4)                       # [B, L, C]
@@ -198,7 +198,7 @@ def test_recorded_tokens_follow_each_site_layout():
 @pytest.mark.parametrize("prefix", [[], PREFIX], ids=["no-prefix", "prefix"])
 def test_calibration_records_what_the_full_forward_shows_every_site(prefix):
     """The calibration forward skips the lm_head matmul; every reservoir must still equal the one a full
-    model forward in record mode fills (the head site included)."""
+    model forward in analog mode fills (the head site included)."""
     from spiking_lm_plugin.calibration import record_activations
 
     windows = random_windows(256, n=4, length=16, seed=9)
@@ -211,14 +211,15 @@ def test_calibration_records_what_the_full_forward_shows_every_site(prefix):
         if path == "calibration":
             filled[path] = record_activations(model, windows, names, capacity=64, show_progress=False)
         else:
-            import spiking_lm_plugin.calibration as calibration
+            import spiking_lm_plugin.calibration.recording as recording
 
-            original = calibration.record_batch
-            calibration.record_batch = lambda m, b: m(input_ids=b, use_cache=False)
+            original = recording.record_batch
+            recording.record_batch = lambda m, b: m(input_ids=b, use_cache=False)
             try:
                 filled[path] = record_activations(model, windows, names, capacity=64, show_progress=False)
             finally:
-                calibration.record_batch = original
+                recording.record_batch = original
+        filled[path] = filled[path].reservoirs
     for name, res in filled["calibration"].items():
         other = filled["full forward"][name]
         assert res.seen == other.seen > 0 and torch.equal(res.values, other.values), name

@@ -13,6 +13,8 @@ from spiking_lm_plugin.sites import site_type
 
 from .helpers import FAST_FIT
 
+pytestmark = pytest.mark.slow     # the lm_eval / real-model / subprocess tier
+
 
 def test_smollm2_asset_loads_and_has_finite_perplexity(smollm2_path, smollm2_tokenizer):
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
@@ -53,7 +55,7 @@ def test_fused_equals_timestep_on_real_layers(converted_two_layers, smollm2_toke
     logits, counts, spikes = {}, {}, {}
     for mode in ("fused", "timestep"):
         slm.set_mode(model, mode)
-        model.spiking_runtime.meter = meter = EnergyMeter()
+        model.spiking.meter = meter = EnergyMeter()
         with torch.no_grad():
             logits[mode] = model(ids).logits
         counts[mode] = meter.summary()

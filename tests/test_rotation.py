@@ -140,7 +140,7 @@ def test_rotated_checkpoint_round_trip_and_both_executions(tmp_path, rotation):
     slm.save(model, tmp_path / "ckpt")
     fresh = tiny_model()
     slm.load(fresh, tmp_path / "ckpt")
-    assert fresh.spiking_rotation == rotation
+    assert fresh.spiking.rotation == rotation
     with torch.no_grad():
         assert torch.equal(fresh(ids).logits, fused)
 
@@ -185,12 +185,11 @@ def test_llama2_7b_recipe_parses_and_reaches_calibration():
 
     import yaml
 
-    from pytorch_lightning.cli import LightningCLI
-
     from lightning_modules import ActivationDataModule, NeuronFitModule
+    from lightning_modules.cli import SpikingTrainCLI
 
     path = Path(__file__).resolve().parents[1] / "configs" / "llama2_7b_t8_g2.yaml"
-    cli = LightningCLI(NeuronFitModule, ActivationDataModule, run=False,
+    cli = SpikingTrainCLI(NeuronFitModule, ActivationDataModule, run=False,
                        args=["--config", str(path), "--data.device", "cpu", "--trainer.accelerator", "cpu"])
     data = cli.datamodule
     assert data.config.rotation == "online" and data.config.online_transform == "auto"
@@ -203,8 +202,8 @@ def test_llama2_7b_recipe_parses_and_reaches_calibration():
                                          max_position_embeddings=128)).eval()
     from dataclasses import replace
 
-    recipe = replace(data.config, timesteps=cli.model.hparams.timesteps, grains=cli.model.hparams.grains,
-                     prefix="none", calibration_tokens=64, sequence_length=32, samples_per_site=256,
+    assert cli.model.spiking == data.config and data.config.calibration_tokens == 65536
+    recipe = replace(data.config, prefix="none", calibration_tokens=64, sequence_length=32, samples_per_site=256,
                      fit=slm.FitConfig(rounds=1, threshold_steps=1, base_steps=1, batch_samples=256))
     state = slm.convert(model, recipe, calibration=random_windows(256, n=2, length=32), show_progress=False)
     assert state.fit["online_transforms"] == {"11008": "Hadamard 344 x 32 (Paley I over GF(7^3), Sylvester 32)"}

@@ -1,4 +1,4 @@
-"""Batched neuron fitting (paper Alg. 1 and 2) and bounded activation sampling.
+"""Batched neuron fitting (paper Alg. 1 and 2): one engine, a fitter per neuron family.
 
 Names load on first use, so ``FitConfig`` (torch-free) costs no torch import.
 """
@@ -8,10 +8,9 @@ from importlib import import_module
 from .fit_config import FitConfig
 
 _LAZY = {
-    "AlternatingFitter": ".alternating", "FitResult": ".alternating", "evaluate": ".alternating",
-    "fit_bank": ".alternating", "fit_neurons": ".alternating",
-    "search_allocations": ".grain_search", "search_and_fit": ".grain_search",
-    "SiteReservoir": ".reservoir",
+    "FitEngine": ".engine", "Minibatches": ".engine", "FitResult": ".engine", "fit_bank": ".engine", "fit_neurons": ".engine",
+    "evaluate": ".objective", "search_allocations": ".grain_search",
+    "register_fitter": ".registry", "fitter_name": ".registry",
 }
 
 __all__ = ["FitConfig", *_LAZY]

@@ -1,8 +1,8 @@
 """Grain-allocation search (paper Alg. 2): DARTS-style softmax weights over candidate allocations.
 
 Every candidate of every site is a row of one big bank ([sites * K, T]); the mixture
-sum_k softmax(alpha_s)_k SN_k(u) is trained jointly with the surrogate, the argmax allocation per site
-wins, and the winners are refitted from scratch with Alg. 1.
+sum_k softmax(alpha_s)_k SN_k(u) is trained jointly with the surrogate and the argmax allocation per site
+wins; the fit stage then refits the winners from scratch.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from ..neurons import NeuronBank, NeuronSpec, SigmoidSurrogate, compositions
-from .alternating import FitConfig, FitResult, check_samples, fit_neurons
-from .objective import site_mse, site_scale
+from .fit_config import FitConfig
+from .objective import check_samples, site_mse, site_scale
 
 
 def search_allocations(
@@ -49,10 +49,3 @@ def search_allocations(
         bank.clamp_()
     winners = alpha.detach().argmax(dim=1).tolist()
     return [candidates[w] for w in winners]
-
-
-def search_and_fit(spec: NeuronSpec, samples: torch.Tensor, config: FitConfig | None = None,
-                   search_steps: int = 60) -> FitResult:
-    """Alg. 2 then Alg. 1 on the winners."""
-    allocations = search_allocations(spec, samples, steps=search_steps, config=config)
-    return fit_neurons(spec, samples, config, allocations=allocations)

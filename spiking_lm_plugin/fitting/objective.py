@@ -22,3 +22,16 @@ def site_scale(samples: torch.Tensor, relative: bool) -> torch.Tensor | None:
     if not relative:
         return None
     return samples.pow(2).mean(dim=1).clamp(min=1e-12)
+
+
+def check_samples(samples: torch.Tensor) -> None:
+    if samples.ndim != 2:
+        raise ValueError(f"samples must be [sites, N], got shape {tuple(samples.shape)}")
+    if not torch.isfinite(samples).all():
+        raise ValueError("samples contain NaN or Inf; fitting needs finite activations")
+
+
+@torch.no_grad()
+def evaluate(bank, samples: torch.Tensor, relative: bool = True, bias_weight: float = 0.0) -> torch.Tensor:
+    """Per-site objective of a neuron bank with the exact step function."""
+    return site_mse(bank(samples), samples, site_scale(samples, relative), bias_weight)

@@ -69,12 +69,12 @@ class SpikingAttention(SpikingBlock):
         self.num_heads = heads
         prefix = f"layers.{layer}."
         self.sites = nn.ModuleDict({
-            "attn_in": SpikeSite(prefix + "attn_in", hidden, runtime, feeds_linear=True),
-            "q": SpikeSite(prefix + "q", self.head_dim, runtime, feeds_linear=False),
-            "k": SpikeSite(prefix + "k", self.head_dim, runtime, feeds_linear=False),
-            "v": SpikeSite(prefix + "v", self.head_dim, runtime, feeds_linear=False),
-            "softmax": SpikeSite(prefix + "softmax", 1, runtime, feeds_linear=False),
-            "o_in": SpikeSite(prefix + "o_in", heads * self.head_dim, runtime, feeds_linear=True),
+            "attn_in": SpikeSite(prefix + "attn_in", hidden, runtime),
+            "q": SpikeSite(prefix + "q", self.head_dim, runtime),
+            "k": SpikeSite(prefix + "k", self.head_dim, runtime),
+            "v": SpikeSite(prefix + "v", self.head_dim, runtime),
+            "softmax": SpikeSite(prefix + "softmax", 1, runtime),
+            "o_in": SpikeSite(prefix + "o_in", heads * self.head_dim, runtime),
         })
 
     def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None, **kwargs):

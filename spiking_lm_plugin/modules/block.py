@@ -18,7 +18,7 @@ class SpikingBlock(nn.Module):
 
     def _meter(self) -> EnergyMeter | None:
         meter = self.runtime.meter
-        return meter if meter is not None and meter.enabled and self.runtime.mode != "record" else None
+        return meter if meter is not None and meter.enabled else None
 
     def _site(self, name: str, x: torch.Tensor, need_frames: bool) -> Spikes:
         return self._metered(name, self.sites[name](x, need_frames=need_frames), x.numel())

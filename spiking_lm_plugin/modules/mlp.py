@@ -51,10 +51,10 @@ class SpikingMLP(SpikingBlock):
         hidden, inter = self.gate_proj.in_features, self.gate_proj.out_features
         prefix = f"layers.{layer}."
         self.sites = nn.ModuleDict({
-            "mlp_in": SpikeSite(prefix + "mlp_in", hidden, runtime, feeds_linear=True),
-            "gate_act": SpikeSite(prefix + "gate_act", inter, runtime, feeds_linear=False),
-            "up": SpikeSite(prefix + "up", inter, runtime, feeds_linear=False),
-            "down_in": SpikeSite(prefix + "down_in", inter, runtime, feeds_linear=True, outlier_probe=True),
+            "mlp_in": SpikeSite(prefix + "mlp_in", hidden, runtime),
+            "gate_act": SpikeSite(prefix + "gate_act", inter, runtime),
+            "up": SpikeSite(prefix + "up", inter, runtime),
+            "down_in": SpikeSite(prefix + "down_in", inter, runtime),
         })
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +99,7 @@ class SpikingLMHead(SpikingBlock):
         super().__init__()
         self.linear = head
         self.runtime = runtime
-        self.sites = nn.ModuleDict({"head_in": SpikeSite("head_in", head.in_features, runtime, feeds_linear=True)})
+        self.sites = nn.ModuleDict({"head_in": SpikeSite("head_in", head.in_features, runtime)})
 
     @property
     def weight(self) -> torch.Tensor:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..fitting.reservoir import SiteReservoir
 from ..neurons.kernels import site_code, site_columns, site_frames
 from ..runtime import SpikingRuntime
 
@@ -49,35 +48,16 @@ class Spikes:
         return Spikes(fn(self.value), frames, self.d, self.tau, self.events)
 
 
-def recorded_tokens(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """The rows of ``x`` whose token is kept: ``keep`` [B, L]; the token axis of a site tensor is 1 for
-    [B, L, C] and 2 for [B, H, L, ...] (q, k, v, softmax rows); k/v also hold the prefix in front (kept)."""
-    if keep is None or bool(keep.all()):
-        return x
-    axis = 1 if x.ndim == 3 else 2
-    length = x.shape[axis]
-    if x.ndim < 3 or x.shape[0] != keep.shape[0] or length < keep.shape[1]:
-        return x
-    if length > keep.shape[1]:
-        keep = torch.cat([keep.new_ones(keep.shape[0], length - keep.shape[1]), keep], dim=1)
-    keep = keep.view(keep.shape[0], *([1] * (axis - 1)), length, *([1] * (x.ndim - 2 - axis)))
-    return x[keep.to(x.device).expand(x.shape[:-1])]
-
-
 class SpikeSite(nn.Module):
     """Frozen neuron of one site. Buffers are non-persistent: the model's state_dict stays the base's."""
 
-    def __init__(self, name: str, channels: int, runtime: SpikingRuntime, feeds_linear: bool,
-                 outlier_probe: bool = False) -> None:
+    def __init__(self, name: str, channels: int, runtime: SpikingRuntime) -> None:
         super().__init__()
         self.name = name
-        self.outlier_probe = outlier_probe      # the down_proj input: PrefixQuant's outlier statistic
         self.channels = channels
         self.runtime = runtime
-        self.feeds_linear = feeds_linear
         self.levels = 2
         self.max_spikes: int | None = None
-        self.reservoir: SiteReservoir | None = None
         for key in ("d", "theta", "h", "tau"):
             self.register_buffer(key, torch.empty(0), persistent=False)
         self.register_buffer("v0", torch.zeros(()), persistent=False)
@@ -102,12 +82,9 @@ class SpikeSite(nn.Module):
         self.levels, self.max_spikes = levels, max_spikes
 
     def forward(self, x: torch.Tensor, need_frames: bool = False) -> Spikes:
+        """SN(x) (fused), SN(x) with its frames (timestep or ``need_frames``), or x itself (analog modes,
+        or a site the recipe left out). Calibration observes x through a forward hook."""
         mode = self.runtime.mode
-        if mode == "record":
-            if self.outlier_probe:
-                self.runtime.flag_outliers(x.detach().abs().amax(-1))
-            if self.reservoir is not None:
-                self.reservoir.add(recorded_tokens(x, self.runtime.record_keep))
         if not self.runtime.spiking or not self.ready:   # sites left out of the config stay analog
             return Spikes(x)
         args = (x, self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.max_spikes)

@@ -68,20 +68,16 @@ class NeuronBank(nn.Module):
         self.theta_rel.clamp_(min=1e-3)
         self.h_rel.clamp_(min=1e-3)
 
-    #: surrogate width unit: "tau" (z = (v - theta) / tau) or "step" (z = (v - theta) / d0_t). With
-    #: "tau" a width that suits the coarse steps blurs the fine ones (at T = 8 the finest step is tau/256):
-    #: on SmolLM2 T = 8 "step" (beta 5) gave +4.3% perplexity over the ANN where "tau" (beta 40) gave +25%.
-    surrogate_unit: str = "step"
-
     def forward(self, u: torch.Tensor, surrogate: StepSpikes | None = None) -> torch.Tensor:
-        """SN(u) for normalized magnitudes ``u`` of shape [sites, N]."""
+        """SN(u) for normalized magnitudes ``u`` of shape [sites, N]. The surrogate's width is in units of
+        each step's initial weight d0_t (z = (v - theta) / d0_t): one width in units of tau would blur the
+        fine steps (at T = 8 the finest is tau/256) while suiting the coarse ones."""
         if u.shape[0] != self.num_sites:
             raise ValueError(f"expected samples for {self.num_sites} sites, got {u.shape[0]}")
         d, theta, h = self.weights(), self.thresholds(), self.resets()
         cols = lambda p: [p[:, t : t + 1] for t in range(p.shape[1])]  # noqa: E731
-        scale = cols(self.d0) if self.surrogate_unit == "step" else None
         out, _ = phase_code(u, cols(theta), cols(h), cols(d), self.v0[:, None], levels=self.spec.levels,
-                            max_spikes=self.spec.max_spikes, surrogate=surrogate, surrogate_scale=scale)
+                            max_spikes=self.spec.max_spikes, surrogate=surrogate, surrogate_scale=cols(self.d0))
         return out
 
     @torch.no_grad()

@@ -84,6 +84,15 @@ def _coincidences(xa: torch.Tensor, tau_a: torch.Tensor, theta_a: torch.Tensor, 
 
 _compiled: dict[str, object] = {}
 _compile_failed = False
+#: recompilations allowed per kernel (the dtypes, spike budgets and levels one process meets); applied only
+#: around this module's own calls, so the process-wide dynamo settings stay the user's
+RECOMPILE_LIMIT = 32
+
+
+def _recompile_limit():
+    config = torch._dynamo.config
+    key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    return config.patch(**{key: max(getattr(config, key), RECOMPILE_LIMIT)})
 
 
 def compile_enabled() -> bool:
@@ -96,7 +105,6 @@ def _get(name: str, fn):
         return fn
     if name not in _compiled:
         try:
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
             _compiled[name] = torch.compile(fn, dynamic=True)
         except Exception as exc:  # no compiler backend: stay eager, same results
             warnings.warn(f"torch.compile unavailable ({exc}); spiking sites run eagerly")
@@ -111,7 +119,8 @@ def _call(name: str, fn, *args):
     if impl is fn:
         return fn(*args)
     try:
-        return impl(*args)
+        with _recompile_limit():
+            return impl(*args)
     except Exception as exc:  # e.g. no C++ toolchain at first call
         warnings.warn(f"compiled spiking kernel failed ({type(exc).__name__}: {str(exc)[:200]}); running eagerly")
         _compile_failed = True

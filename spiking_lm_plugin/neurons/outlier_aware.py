@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .bank import NeuronBank, grain_index_of
+from .bank import NeuronBank
 from .spec import NeuronSpec
-
-#: sigma candidates: quantiles of the site's nonzero normalized magnitudes
-SPLIT_QUANTILES = (0.9, 0.97, 0.99, 0.997, 0.999, 0.9999)
-
 
 class OutlierAwareBank(NeuronBank):
     """Two binary sub-neurons per site (outlier run, then normal run) split at ``split`` (units of tau)."""
@@ -62,31 +58,3 @@ class OutlierAwareBank(NeuronBank):
         self.v0.copy_(tensors["v0"])
         if "split" in tensors:
             self.split.copy_(tensors["split"])
-
-
-@torch.no_grad()
-def fit_outlier_aware(spec: NeuronSpec, samples: torch.Tensor, relative: bool = True) -> OutlierAwareBank:
-    """Grid search per site over the split sigma (data quantiles) and the outlier run length."""
-    from ..fitting.alternating import evaluate
-
-    sites, T = samples.shape[0], spec.timesteps
-    nonzero = torch.where(samples > 0, samples, torch.nan)
-    quantiles = torch.nanquantile(nonzero[:, :65536].float(), torch.tensor(SPLIT_QUANTILES), dim=1).T  # [S, Q]
-    quantiles = torch.nan_to_num(quantiles, nan=0.5).clamp(1e-4, 0.999)
-    best_loss = torch.full((sites,), float("inf"))
-    best_split = torch.full((sites,), 0.5)
-    best_run = torch.full((sites,), 1, dtype=torch.long)
-    for run in range(1, T):
-        bank = OutlierAwareBank(spec.with_allocation((run, T - run)), sites).to(samples.device)
-        for q in range(quantiles.shape[1]):
-            bank.split.copy_(quantiles[:, q])
-            loss = evaluate(bank, samples, relative).cpu()
-            better = loss < best_loss
-            best_loss = torch.where(better, loss, best_loss)
-            best_split = torch.where(better, quantiles[:, q].cpu(), best_split)
-            best_run = torch.where(better, torch.full_like(best_run, run), best_run)
-    allocations = [(int(r), T - int(r)) for r in best_run]
-    bank = OutlierAwareBank(spec, sites, allocations).to(samples.device)
-    bank.split.copy_(best_split)
-    bank.grain_index.copy_(torch.stack([grain_index_of(a) for a in allocations]).to(samples.device))
-    return bank

@@ -1,0 +1,38 @@
+"""Reservoirs -> fitting samples u = |x| / tau [sites, N] and the taus (docs/DESIGN.md, "Calibration")."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import SpikingConfig
+from ..sites import PER_CHANNEL_SITE_TYPES, site_type
+from .reservoir import SiteReservoir
+
+
+def normalized_samples(reservoirs: dict[str, SiteReservoir], config: SpikingConfig
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """[sites, N] magnitudes |x|/tau and the taus (per channel where ``config.tau`` says so).
+
+    With tau headroom (``config.headroom > 1`` at ``config.headroom_sites``) the calibration maxima
+    replace the last samples (at most N/8), so the fit also codes the largest values it has seen (now at
+    1/headroom) and the code above them stays for the larger ones held-out text brings.
+    """
+    gen = torch.Generator().manual_seed(config.seed)
+    rows, taus = [], {}
+    n = config.samples_per_site
+    for name, res in reservoirs.items():
+        per_channel = config.tau == "channel" and site_type(name) in PER_CHANNEL_SITE_TYPES
+        headroom = config.headroom if site_type(name) in config.headroom_sites else 1.0
+        u, tau = res.normalized(per_channel, headroom)
+        if u.numel() >= n:
+            u = u[:n]
+        else:
+            u = u[torch.randint(0, u.numel(), (n,), generator=gen)]
+        if config.headroom > 1.0:
+            maxima = res.normalized_maxima(per_channel, headroom)
+            if maxima.numel() > n // 8:
+                maxima = maxima[torch.randperm(maxima.numel(), generator=gen)[: n // 8]]
+            u = torch.cat([u[: n - maxima.numel()], maxima])
+        rows.append(u)
+        taus[name] = tau
+    return torch.stack(rows), taus
