@@ -55,7 +55,7 @@ class NeuronFitModule(pl.LightningModule):
         self.shard = shard_indices(datamodule.samples.shape[0], self.trainer.world_size, self.trainer.global_rank)
         samples = datamodule.samples[self.shard]
         self.site_names = [datamodule.calibration.site_names[i] for i in self.shard]
-        self.bank = NeuronBank(self.spec, samples.shape[0], searched_allocations(self.spiking, samples))
+        self.bank = NeuronBank(self.spec, samples.shape[0], searched_allocations(self.spiking, samples, self.spec))
         self.engine = FitEngine(self.bank, samples, self.fit_config)
         self.initial_loss = self.engine.best_loss.clone()
         # each rank owns its sites: DDP must neither broadcast nor all-reduce the bank

@@ -73,16 +73,17 @@ def _spike_rate(bank: NeuronBank, samples: torch.Tensor) -> torch.Tensor:
 def fit(samples: torch.Tensor, config: SpikingConfig, show_progress: bool = True) -> FitResult:
     """The fit stage: Alg. 2 (when ``allocation="search"``) then the neuron family's fitter, all sites at once."""
     spec = config.neuron_spec()
-    allocations = searched_allocations(config, samples)
+    allocations = searched_allocations(config, samples, spec)
     total = config.fit.total_steps if spec.fitted else 0
     with progress_bar(f"fitting {samples.shape[0]} sites", total, show_progress and total > 0) as advance:
         return fit_neurons(spec, samples, config.fit, allocations,
                            progress=lambda i, n, phase, loss: advance(1, f"{phase} loss {loss:.3g}"))
 
 
-def searched_allocations(config: SpikingConfig, samples: torch.Tensor) -> list[tuple[int, ...]] | None:
+def searched_allocations(config: SpikingConfig, samples: torch.Tensor,
+                         spec: NeuronSpec | None = None) -> list[tuple[int, ...]] | None:
     """Alg. 2's allocation per site when the recipe asks for the search (and it has a choice), else None."""
-    spec = config.neuron_spec()
+    spec = spec or config.neuron_spec()
     if config.allocation == "search" and spec.fitted and spec.grains > 1:
         return search_allocations(spec, samples, steps=config.search_steps, config=config.fit)
     return None
@@ -123,7 +124,6 @@ def convert(model: nn.Module, config: SpikingConfig | None = None, calibration=N
     ``config.calibration_text`` (then ``tokenizer`` is needed).
     """
     config = config or SpikingConfig()
-    prepare(model, config)
     calib = calibrate(model, config, calibration, tokenizer, show_progress)
     t1 = time.perf_counter()
     result = fit(calib.samples, config, show_progress)

@@ -231,7 +231,7 @@ def test_a_timestep_override_changes_the_headroom_like_convert_does(tiny_model_d
         cli = SpikingTrainCLI(NeuronFitModule, ActivationDataModule, run=False,
                               args=["--config", str(recipe), "--spiking.timesteps", timesteps,
                                     "--trainer.accelerator", "cpu"])
-        assert cli.model.spiking is cli.datamodule.config or cli.model.spiking == cli.datamodule.config
+        assert cli.model.spiking == cli.datamodule.config
         converted = recipe_from_args(build_parser().parse_args(["convert", "--out", "x", "-T", timesteps]))
         assert cli.datamodule.config == converted          # the same recipe from both front ends
         headroom[timesteps] = cli.datamodule.config.headroom
