@@ -10,81 +10,63 @@ SECTIONS = [
     ("quality", "Perplexity by T and neuron family (paper Tables 1, 5, 6, 7, 12)",
      "SmolLM2-135M, all 301 sites spiked, the default recipe (online Hadamard at down_proj, prefixed outlier "
      "token, outlier tokens left after it kept out of the calibration, per-channel tau, tau headroom `auto`: "
-     "1.5 at T >= 8, none at T = 6), one shared calibration of "
-     "16,384 tokens; perplexity over 4,096 held-out enwiki-excerpt tokens in 512-token windows (`vs ANN` is the "
-     "relative increase; the 20k-token ablation below is the finer measurement of the default). The paper's "
-     "rows are LLaMA-2-7B / LLaMA-3-8B on WikiText2 (ANN 5.47 / 6.14): T=8 grain 2 6.71 (+23%) / 6.32 (+3%); "
-     "T=10 grain 2 5.50 (+0.5%) on LLaMA-2-7B; T=6 grain 2 - / 8.04 (+31%); T=6 grain 3 10.79 (+97%) on "
-     "LLaMA-2-7B. Different models and text: compare the relative increases, not the perplexities. The `fit s` "
-     "column is not a speed measurement (other jobs shared the 2 cores); see the fitting throughput table. "
-     "Every fitted row uses the default joint fitting (theta, h and B updated together) except `alternating "
-     "(Alg. 1)`, the paper's recipe (`--alternating`): joint is ahead at every T (+7.7% vs +9.0% at T = 6, "
-     "+0.70% vs +1.01% at T = 8), unlike the paper's Table 6, and is therefore the default. Multi-grain 2 "
-     "beats binary/LAS at every T, by far the most at T = 6 (+7.7% vs +570%). The grain count matters at "
-     "T = 6 (2 grains best, single grain +9.5%); at T = 8 and 10 single grain, 2, 3 grains and grain = T "
-     "are within 0.3 points of each other, about the fitting-seed spread (seed table below), so this grid "
-     "does not rank them there. Tied h = theta is worse at every T, most at T = 8 (+5.3%; +1.3% when it was "
-     "fitted by Alg. 1)."),
+     "1.5 at T >= 8, none at T = 6), one shared calibration of 16,384 tokens; perplexity over 4,096 held-out "
+     "enwiki-excerpt tokens in 512-token windows (`vs ANN` is the relative increase; the 20k-token ablation "
+     "below is the finer measurement of the default). The paper's rows are LLaMA-2-7B / LLaMA-3-8B on "
+     "WikiText2 (ANN 5.47 / 6.14): T=8 grain 2 6.71 (+23%) / 6.32 (+3%); T=10 grain 2 5.50 (+0.5%) on "
+     "LLaMA-2-7B; T=6 grain 2 - / 8.04 (+31%); T=6 grain 3 10.79 (+97%) on LLaMA-2-7B. Different models and "
+     "text: compare the relative increases, not the perplexities. The `fit s` column is not a speed "
+     "measurement (other jobs shared the 2 cores); see the fitting throughput table. Every fitted row uses the "
+     "default joint fitting (theta, h and B updated together) except `alternating (Alg. 1)`, the paper's "
+     "recipe (`--alternating`); the joint rows against it are why joint fitting is the default (the paper's "
+     "Table 6 found the opposite). Grain differences at T = 8 and 10 smaller than the fitting-seed spread "
+     "(seed table below) do not rank the grain counts."),
     ("ablation", "Outlier handling, one feature at a time",
      "SmolLM2-135M, multi-grain 2, all 301 sites, 20,480 held-out enwiki-excerpt tokens. `all off`: no "
      "rotation, no prefix, per-tensor tau = max, no layer-wise calibration; each `+` row switches one feature "
      "on; `all on, no layer-wise` is the default recipe (rotation, prefix, per-channel tau, tau headroom "
      "`auto`: 1.5 at T >= 8, none at T = 6, and the outlier tokens left after the prefix kept out of the "
-     "calibration). "
-     "`prefix` lists the prefix token ids the conversion chose. The ANN row is the plain base model (no "
-     "prefix). Tau headroom only pays with per-channel tau: on per-tensor tau (`+ tau headroom`) the outlier "
-     "channels already set a huge tau and the extra range costs resolution everywhere. `all on but outlier "
-     "tokens kept` calibrates on every token: three windows that start with the prefix token again carry "
-     "massive activations (180x the median at layer 11's down_proj input) and set those layers' taus. "
-     "Layer-wise calibration (off by default) only pays at T = 6 (all off 101.7 -> 81.6; all on 22.05 -> "
-     "22.04) and hurts at T = 8 and 10 (`+ layer-wise` at T = 10: 26.0 -> 143). Every row is "
-     "fitted jointly (the default); with the paper's alternating Alg. 1 the same table had `all off` at "
-     "+3251% (T = 6) instead of +396%, `+ rotation` +287% instead of +77%, and the default +8.15% / +0.45% / "
-     "-0.16% instead of +7.56% / +0.19% / -0.21% at T = 6 / 8 / 10. "
-     "Target: within 2% at T = 8 and 8% at T = 6, both met by the default (and at every "
-     "fitting seed, see the next table). The paper, all on: LLaMA-3-8B +3% (T = 8), +31% (T = 6); "
-     "LLaMA-2-7B +23%, +123%."),
+     "calibration). `prefix` lists the prefix token ids the conversion chose. The ANN row is the plain base "
+     "model (no prefix). Tau headroom only pays with per-channel tau: on per-tensor tau (`+ tau headroom`) "
+     "the outlier channels already set a huge tau and the extra range costs resolution everywhere. `all on "
+     "but outlier tokens kept` calibrates on every token: windows that start with the prefix token again "
+     "carry massive activations and set those layers' taus. Layer-wise calibration is off by default: compare "
+     "its rows with the default at each T. Every row is fitted jointly (the default). Target: within 2% at "
+     "T = 8 and 8% at T = 6. The paper, all on: LLaMA-3-8B +3% (T = 8), +31% (T = 6); LLaMA-2-7B +23%, +123%."),
     ("seed_spread", "How much the fitting seed moves perplexity at T = 6 and 8",
      "SmolLM2-135M, default recipe, one shared calibration pass; only the fitting seed (the minibatches of "
      "the 240 Adam steps) changes between runs; the same 20,480 held-out tokens as the ablation (`vs ANN` "
-     "and its spread as fractions). With the paper's alternating Alg. 1 the T = 6 perplexity moves by up to "
-     "1.5 points between seeds and misses the T = 6 target (within 8%) on average (+8.8%); joint fitting "
-     "meets it at every seed with a quarter of the spread, and is ahead at T = 8 too. This table is why "
-     "joint fitting became the default. Per-run numbers (perplexity, final fitting loss, seconds) are in "
-     "`seed_spread.json`. The rows were measured on 2026-11-23, when Alg. 1 was still the default; only "
-     "their labels changed since (every fit here names its schedule and seed explicitly)."),
+     "and its spread as fractions), for the joint default and the paper's alternating Alg. 1. Per-run "
+     "numbers (perplexity, final fitting loss, seconds) are in `seed_spread.json`. The rows were measured on "
+     "2026-11-23, when Alg. 1 was still the default; only their labels changed since (every fit here names "
+     "its schedule and seed explicitly)."),
     ("accuracy", "Zero-shot multiple-choice accuracy through lm-eval",
      "`spiking_enwiki_cloze`: 200 questions built from held-out enwiki-excerpt articles (two sentences of "
      "context, the true next sentence among four; chance 25%), evaluated by lm-eval's own evaluator with "
      "`hf` and `spiking-hf` (default recipe, energy meter on). `acc stderr` is lm-eval's bootstrap standard "
-     "error: every difference here is well inside it. The `eval s` column is not a throughput measurement "
-     "(the spiking runs include kernel compilation); see the lm-eval throughput table."),
+     "error: compare differences with it. The `eval s` column is not a throughput measurement (the spiking "
+     "runs include kernel compilation); see the lm-eval throughput table."),
     ("quality_tau_surrogate", "The same grid with the surrogate width in units of tau (superseded)",
-     "Why the surrogate is now scaled per step: with one width for all steps, T = 8 fits had 2x the sample "
-     "error of the per-step surrogate and +25% perplexity (T = 8 came out worse than T = 6). Kept for the "
-     "record; we have no explanation yet for that run's good tied row at T = 8."),
+     "Why the surrogate is now scaled per step: with one width for all steps, T = 8 fits had a larger sample "
+     "error than with the per-step surrogate and came out worse than T = 6. Kept for the record; we have no "
+     "explanation yet for that run's good tied row at T = 8."),
     ("energy", "Energy per 512-token sample (paper Tables 3/13/14/16 layout)",
-     "Counted from the spikes fired (docs/DESIGN.md, Energy; `spiking_lm_plugin/energy.py`); E_MAC 4.6 pJ, E_AC 0.9 pJ; "
-     "read/write: 5 pJ per 32 bits moved, a spike 1/32 of that. The paper (LLaMA-3-8B, T=6, one sample): "
-     "ANN 3912.08G MAC = 18.00 J; spiking 15.87G MAC + 11521.88G AC = 10.44 J (42% saving). Ours counts the "
-     "per-step output scaling as MACs and every spike's full fan-out (lm_head: 49,152 ACs per spike). T = 8 "
-     "uses tau headroom (fewer spikes than tau = max); T = 6 does not. Joint fitting fires slightly more "
-     "than Alg. 1 did (firing rate 0.211 vs 0.206 at T = 6, 0.213 vs 0.212 at T = 8; saving 54.6% vs 55.4% "
-     "and 40.3% vs 40.4%). The early-spike "
-     "mask of the paper's Appendix D.7 is not modelled."),
+     "Counted from the spikes fired (docs/DESIGN.md, Energy; the op events of `spiking_lm_plugin/energy/` "
+     "priced by its cost model); E_MAC 4.6 pJ, E_AC 0.9 pJ; read/write: 5 pJ per 32 bits moved, a spike 1/32 "
+     "of that. The paper (LLaMA-3-8B, T=6, one sample): ANN 3912.08G MAC = 18.00 J; spiking 15.87G MAC + "
+     "11521.88G AC = 10.44 J (42% saving). Ours counts the per-step output scaling as MACs and every spike's "
+     "full fan-out (lm_head: 49,152 ACs per spike). T = 8 uses tau headroom (fewer spikes than tau = max); "
+     "T = 6 does not. The early-spike mask of the paper's Appendix D.7 is not modelled."),
     ("fit_throughput", "Fitting throughput and neuron error on real SmolLM2 activations",
      "All 301 sites as one batched problem (16,384 samples each, 240 Adam steps of 4,096-sample minibatches). "
      "Target: the whole SmolLM2 fit under 60 s on 2 CPU cores. Paper: ~2 min per model on an A100. The "
-     "default joint fit costs 1.7-1.8x the paper's alternating Alg. 1 (10.3 s / 14.9 s at T = 6 / 8 when "
-     "Alg. 1 was the default, 2026-11-23): every joint step runs the surrogate backward for all parameters, "
-     "while Alg. 1's B steps need no surrogate and its theta/h steps no base gradient."),
+     "joint fit costs more per step than the paper's alternating Alg. 1: every joint step runs the "
+     "surrogate backward for all parameters, while Alg. 1's B steps need no surrogate and its theta/h steps "
+     "no base gradient."),
     ("speed", "Conversion and execution speed (SmolLM2-135M, CPU)",
-     "Targets: conversion < 2 min (at the limit: 119.3 s here, 120.9 s in a run an hour earlier; the joint "
-     "fit takes 20-21 s where Alg. 1 took 14.6 s, and the calibration 99.4 s where it took 83.7 s on "
-     "2026-11-23 before later calibration changes, not yet profiled); fused forward <= 1.5x the ANN. The "
-     "timestep execution runs every op on T "
+     "Targets: conversion < 2 min; fused forward <= 1.5x the ANN. The timestep execution runs every op on T "
      "spike frames in float64 accumulation: it is the faithful simulator, not a fast path. Calibration "
-     "includes the prefix search (~7 s) and runs every window after the prefix KV."),
+     "includes the prefix search and runs every window after the prefix KV."),
     ("lm_eval_throughput", "lm-eval throughput: hf vs spiking-hf",
      "Same 4 documents of `spiking_enwiki_ppl_short`, after a warm-up document. Target: fused >= 0.7x hf. "
      "The energy meter's exact activation-activation counts are the difference between the two fused rows "
@@ -96,8 +78,7 @@ SECTIONS = [
      "(random weights have no outlier tokens, so the prefix search finds none). The calibration forward grows "
      "with parameters x tokens; the fit with the number of sites (10 per layer) only. No GPU was lent, so the "
      "7B-shaped H100 row is missing. Measured on 2026-11-23 with Alg. 1 fitting (then the default) and not "
-     "re-run since: with the joint default expect the fit column about 1.7x higher (fitting throughput "
-     "table)."),
+     "re-run since: with the joint default expect a higher fit column (fitting throughput table)."),
     ("transform_fallback", "The exact fallback transform against the true Hadamard",
      "Where no Hadamard construction is known for a down_proj input size, the online transform is a seeded "
      "random orthogonal matrix on the odd part times a Walsh-Hadamard on the power of two (still exact and "

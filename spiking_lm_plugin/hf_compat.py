@@ -1,10 +1,12 @@
 """The one module that knows how transformers versions differ (docs/DESIGN.md, "Transformers versions").
 
-Every other module reaches transformers' model internals through these helpers: the keyword a decoder
-layer passes its KV cache under (``past_key_values`` up to 5.23, ``cache`` from 5.24), how a cache's
-per-layer tensors are read, the cache an output carries, and the LLaMA rotary/GQA helpers. A keyword
-this module does not know, that looks like a cache or a mask, is refused with the installed version in
-the message: a cache must never be dropped silently (that gives wrong logits, not an error).
+Every other module reaches transformers' model internals through these helpers: the registration of the
+spiking attention function (``AttentionInterface``, with the eager mask format through
+``AttentionMaskInterface``), the keyword a model takes its KV cache under (``past_key_values`` up to 5.23,
+``cache`` from 5.24), how a cache's per-layer tensors are read, the cache an output carries, and the GQA
+helper. A keyword reaching the attention function that looks like a cache or a mask and that this module
+does not know is refused with the installed version in the message: a cache must never be dropped
+silently (that gives wrong logits, not an error).
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import DynamicCache
+from transformers import AttentionInterface, AttentionMaskInterface, DynamicCache
 from transformers.cache_utils import Cache
-from transformers.models.llama.modeling_llama import LlamaModel, apply_rotary_pos_emb, repeat_kv
+from transformers.models.llama.modeling_llama import LlamaModel, repeat_kv
 
-__all__ = ["CACHE_KWARGS", "POSITION_KWARGS", "CompatibilityError", "apply_rotary_pos_emb", "cache_keyword",
-           "cache_layers", "cache_of", "check_attention_mask", "new_cache", "output_cache", "repeat_kv",
-           "rotary_for", "shift_positions", "split_attention_kwargs", "use_eager_attention", "with_cache"]
+__all__ = ["ATTENTION_NAME", "CACHE_KWARGS", "POSITION_KWARGS", "CompatibilityError", "cache_keyword",
+           "cache_layers", "cache_of", "check_attention_kwargs", "check_attention_mask", "new_cache",
+           "output_cache", "repeat_kv", "shift_positions", "use_spiking_attention", "with_cache"]
 
 VERSION: str = transformers.__version__
 
@@ -33,9 +35,12 @@ CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
 #: 5.23; 5.24 derives them from the cache length): a prefix in the cache shifts every one of them
 POSITION_KWARGS = ("position_ids", "cache_position")
 
-#: cache-sounding keywords a decoder layer may pass that carry nothing the spiking attention needs
-#: (positions are already in the rotary embeddings)
+#: cache-sounding keywords an attention forward may pass on that carry nothing the spiking attention needs
+#: (positions are already in the rotary embeddings, the window in the mask)
 _IGNORED = frozenset({"cache_position", "use_cache"})
+
+#: the name the spiking attention function is registered under
+ATTENTION_NAME = "spiking"
 
 _WATCHED_WORDS = ("cache", "past", "mask", "kv", "key_value")
 
@@ -62,23 +67,20 @@ def _check_cache(cache: Any, where: str) -> Cache | None:
                              f"(transformers {VERSION}); legacy tuple caches are not supported")
 
 
-def split_attention_kwargs(kwargs: dict[str, Any], where: str) -> Cache | None:
-    """The KV cache from an attention forward's keyword arguments, under whichever name this version uses.
-
-    Refuses two different caches under both names, and any unknown keyword that names a cache, a mask or
-    past keys/values: silently ignoring one would compute attention without the cached context."""
-    found = {name: kwargs[name] for name in CACHE_KWARGS if kwargs.get(name) is not None}
-    if len(found) > 1 and len({id(v) for v in found.values()}) > 1:
-        raise CompatibilityError(f"{where}: got two different KV caches ({', '.join(found)}) "
-                                 f"from transformers {VERSION}")
+def check_attention_kwargs(kwargs: dict[str, Any], where: str) -> None:
+    """Refuse what the attention function must not ignore: a KV cache (the model's own forward updates it
+    before calling the function; one arriving here would mean it no longer does) and any unknown keyword
+    that names a cache, a mask or past keys/values."""
+    caches = [name for name in CACHE_KWARGS if kwargs.get(name) is not None]
+    if caches:
+        raise CompatibilityError(f"{where}: transformers {VERSION} passed the KV cache ({', '.join(caches)}) to the "
+                                 "attention function; this spiking-lm expects the attention forward to update it")
     unknown = [k for k in kwargs if k not in CACHE_KWARGS and k not in _IGNORED
                and any(word in k.lower() for word in _WATCHED_WORDS)]
     if unknown:
         raise CompatibilityError(f"{where}: transformers {VERSION} passed {', '.join(map(repr, sorted(unknown)))}, "
                                  "which this spiking-lm does not understand; refusing rather than ignoring "
                                  "a cache or mask (pin transformers to the range in setup.py)")
-    cache = next(iter(found.values()), None)
-    return _check_cache(cache, where)
 
 
 def check_attention_mask(mask: torch.Tensor | None, where: str) -> None:
@@ -131,18 +133,12 @@ def shift_positions(kwargs: dict[str, Any], offset: int) -> dict[str, Any]:
     return out
 
 
-def rotary_for(attn: torch.nn.Module):
-    """The ``apply_rotary_pos_emb`` of the attention module's own modeling file (Phi-3's handles partial
-    rotary dimensions, for example); LLaMA's where the file has none."""
-    import importlib
-
-    module = importlib.import_module(type(attn).__module__)
-    return getattr(module, "apply_rotary_pos_emb", apply_rotary_pos_emb)
-
-
-def use_eager_attention(model: torch.nn.Module) -> None:
-    """Materialized masks (exact pair counts for the energy meter) whatever backend the model loaded with."""
+def use_spiking_attention(model: torch.nn.Module, forward: Any) -> None:
+    """Register ``forward`` as the ``spiking`` attention function (with eager's materialized masks: exact
+    pair counts for the energy meter) and switch ``model`` to it."""
+    AttentionInterface.register(ATTENTION_NAME, forward)
+    AttentionMaskInterface.register(ATTENTION_NAME, AttentionMaskInterface()["eager"])
     if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation("eager")
+        model.set_attn_implementation(ATTENTION_NAME)
     else:
-        model.config._attn_implementation = "eager"
+        model.config._attn_implementation = ATTENTION_NAME

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from .fingerprint import weights_fingerprint
-from .hf_compat import use_eager_attention
+from .hf_compat import use_spiking_attention
 from .modules import SpikeSite, SpikingAttention, SpikingLMHead, SpikingMLP
+from .modules.attention import spiking_attention_forward
 from .runtime import SpikingRuntime, runtime_of
 from .sites import POST_NORM_ARCHITECTURES, SUPPORTED_ARCHITECTURES, site_type
 
@@ -48,7 +49,7 @@ def attach(model: nn.Module) -> SpikingRuntime:
         return runtime
     check_architecture(model)
     fingerprint = model_fingerprint(model)
-    use_eager_attention(model)
+    use_spiking_attention(model, spiking_attention_forward)
     runtime = SpikingRuntime(mode="ann", fingerprint=fingerprint)
     device = next(model.parameters()).device
     for i, layer in enumerate(model.model.layers):
@@ -104,12 +105,12 @@ def _rotate_residual(model: nn.Module, seed: int) -> None:
     emb.copy_((emb.double() @ q.T).to(emb.dtype))
     for layer in backbone.layers:
         attn, mlp = layer.self_attn, layer.mlp
-        for norm, readers in ((layer.input_layernorm, (attn.q_proj, attn.k_proj, attn.v_proj)),
+        for norm, readers in ((layer.input_layernorm, attn.input_linears()),
                               (layer.post_attention_layernorm, (mlp.gate_proj, mlp.up_proj))):
             for linear in readers:
                 read(linear, norm.weight)
             norm.weight.fill_(1.0)
-        write(attn.o_proj)
+        write(attn.output_linear)
         write(mlp.down_proj)
     read(head, backbone.norm.weight)
     backbone.norm.weight.fill_(1.0)

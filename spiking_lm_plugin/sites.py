@@ -11,9 +11,9 @@ LINEAR_INPUT_SITE_TYPES = ("attn_in", "o_in", "mlp_in", "down_in", "head_in")
 #: q/k/v and the gate-product operands it is a per-channel scale of the analog accumulations S_A(t),
 #: already paid for by the per-step scaling MACs; the softmax map keeps one tau per tensor
 PER_CHANNEL_SITE_TYPES = LINEAR_INPUT_SITE_TYPES + ("q", "k", "v", "gate_act", "up")
-#: sites that get tau headroom by default: on held-out SmolLM2 text, values above the calibration maximum
-#: made 58-90% of the coding error at these sites (T = 8), and under 15% at q, down_in (Hadamard-rotated)
-#: and softmax (bounded by 1), where the lost resolution costs more than the clipping it saves
+#: sites that get tau headroom by default: on held-out text, values above the calibration maximum make
+#: most of the coding error at these sites, and little at q, down_in (Hadamard-rotated) and softmax
+#: (bounded by 1), where the lost resolution costs more than the clipping it saves
 HEADROOM_SITE_TYPES = ("attn_in", "k", "v", "o_in", "mlp_in", "gate_act", "up", "head_in")
 #: model_type -> what the conversion maps onto its modules (README "Supported architectures")
 ARCHITECTURES = {

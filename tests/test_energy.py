@@ -44,7 +44,7 @@ def test_elementwise_product_counts():
     meter = EnergyMeter()
     a = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
     b = torch.tensor([[1.0, 1.0], [0.0, -1.0]])
-    energy.count_elementwise_product(meter, "gate", a, b, numel=2, timesteps=2)
+    meter.emit(energy.product_op("gate", 2, 2, a, b))
     assert meter.by_kind["gate"] == [2 * 2 * 2, 3 + 3 + 2]
     assert meter.ann_mac == 2
 
@@ -57,7 +57,7 @@ def test_scores_counts_respect_the_causal_mask():
     q[0, 0, 0, 1, 0] = 1.0     # query 1 spikes: fans out to its 2 allowed keys
     k[0, 0, 0, 0, 0] = 1.0     # key 0 spikes: fans out to its 2 allowed queries; and (1,0) both spike
     allowed = torch.tensor([[True, False], [True, True]]).view(1, 1, 2, 2)
-    energy.count_scores(meter, "qk", q, k, allowed, heads=1, head_dim=1, timesteps=1)
+    meter.emit(energy.scores_op("qk", q, k, allowed, heads=1, head_dim=1, timesteps=1))
     mac, ac = meter.by_kind["qk"]
     assert ac == 2 + 2 + 1 and mac == 2 * 1 * 3
     assert meter.ann_mac == 3
@@ -102,15 +102,15 @@ def test_grouped_attention_counts_match_brute_force(mask):
         for d in range(D):
             qk_ac += q[t, b, h, row, d] + k[t, b, kv(h), s, d] + q[t, b, h, row, d] * k[t, b, kv(h), s, d]
             pv_ac += p[t, b, h, row, s] + v[t, b, kv(h), s, d] + p[t, b, h, row, s] * v[t, b, kv(h), s, d]
-    assert (energy._intervals(allowed) is not None) == (mask in ("causal", "left-padded"))
+    assert (energy.intervals(allowed) is not None) == (mask in ("causal", "left-padded"))
     meter = EnergyMeter()
-    energy.count_scores(meter, "qk", q, k, allowed, heads=H, head_dim=D, timesteps=T)
-    energy.count_attn_values(meter, "pv", p, v, allowed, heads=H, head_dim=D, timesteps=T)
+    meter.emit(energy.scores_op("qk", q, k, allowed, heads=H, head_dim=D, timesteps=T))
+    meter.emit(energy.values_op("pv", p, v, allowed, heads=H, head_dim=D, timesteps=T))
     assert meter.by_kind["qk"][1] == pytest.approx(float(qk_ac))
     assert meter.by_kind["pv"][1] == pytest.approx(float(pv_ac))
     assert meter.ann_mac == 2 * int(full.sum()) * D
     columns = EnergyMeter()
-    energy.count_attn_values(columns, "pv", None, v, allowed, heads=H, head_dim=D, timesteps=T, p_columns=p.sum(-2))
+    columns.emit(energy.values_op("pv", None, v, allowed, heads=H, head_dim=D, timesteps=T, p_columns=p.sum(-2)))
     assert columns.by_kind["pv"] == pytest.approx(meter.by_kind["pv"])
 
 
@@ -138,3 +138,28 @@ def test_a_gate_product_with_one_analog_operand_counts_the_spiking_ones(analog, 
     mac, ac = meter.by_kind["gate_product"]
     numel = 2 * 2 * 8 * model.config.intermediate_size          # layers x batch x length x width
     assert spikes > 0 and ac == spikes and mac == 8 * numel
+
+
+def test_events_of_one_key_add_up_and_any_cost_model_prices_the_total():
+    """The meter keeps one running event per op key; pricing the sum equals summing the prices (every
+    rule is linear in the counts), and another cost model re-prices the same events without a rerun."""
+    meter = EnergyMeter()
+    first = energy.LinearOp("q_proj", 4, 3, False, 2, tokens=1, spikes=torch.tensor(4.0))
+    second = energy.LinearOp("q_proj", 4, 3, False, 2, tokens=2, spikes=5.0)
+    meter.emit(first)
+    meter.emit(second)
+    meter.emit(energy.LinearOp("q_proj", 4, 3, False, None, tokens=1))       # analog: another key
+    assert len(meter.events) == 2
+    model = energy.CostModel()
+    merged = model.cost(first.merged(second).counts())
+    assert merged.ac == model.cost(first.counts()).ac + model.cost(second.counts()).ac == 9 * 3
+    assert meter.by_kind["q_proj"] == [2 * 3 * 3 + 4 * 3, 27.0]
+
+    class DoubleAC(energy.CostModel):
+        def linear(self, event: energy.LinearOp) -> energy.OpCost:
+            base = super().linear(event)
+            return energy.OpCost(base.mac, 2 * base.ac, base.rw_bits, base.ann_mac, base.ann_rw_bits)
+
+    meter.cost_model = DoubleAC()
+    assert meter.by_kind["q_proj"][1] == 54.0
+    assert EnergyMeter(events=meter.events).by_kind["q_proj"][1] == 27.0     # the base model is untouched

@@ -60,15 +60,29 @@ def test_an_unknown_cache_keyword_is_refused_with_the_version():
     assert "'kv_store'" in message and transformers.__version__ in message and "\n" not in message
 
 
-def test_two_different_caches_and_legacy_caches_are_refused():
-    a, b = hf_compat.new_cache(tiny_model().config), hf_compat.new_cache(tiny_model().config)
-    with pytest.raises(CompatibilityError, match="two different KV caches"):
-        hf_compat.split_attention_kwargs({"cache": a, "past_key_values": b}, "attn")
-    assert hf_compat.split_attention_kwargs({"cache": a, "past_key_values": a}, "attn") is a
+def test_a_cache_reaching_the_attention_function_and_legacy_caches_are_refused():
+    cache = hf_compat.new_cache(tiny_model().config)
+    with pytest.raises(CompatibilityError, match="passed the KV cache"):
+        hf_compat.check_attention_kwargs({"past_key_values": cache, "cache_position": None}, "attn")
+    hf_compat.check_attention_kwargs({"cache_position": torch.arange(3), "use_cache": True}, "attn")
     with pytest.raises(CompatibilityError, match="legacy tuple"):
-        hf_compat.split_attention_kwargs({"past_key_values": ((torch.zeros(1),),)}, "attn")
+        hf_compat.cache_of({"past_key_values": ((torch.zeros(1),),)})
     with pytest.raises(CompatibilityError, match="4-D attention mask"):
         hf_compat.check_attention_mask(torch.ones(2, 5), "attn")
+
+
+def test_attention_runs_transformers_own_forward_through_the_registered_function():
+    """The wrapper holds the model's own attention module; transformers calls the ``spiking`` function
+    (a model loaded with that implementation but never converted gets one clear line, not wrong numbers)."""
+    from transformers import AutoModelForCausalLM
+
+    model = converted()
+    inner = model.model.layers[0].self_attn.attn
+    assert type(inner).__module__.startswith("transformers.models.llama")
+    assert inner.config._attn_implementation == hf_compat.ATTENTION_NAME
+    plain = AutoModelForCausalLM.from_config(model.config)           # the name is registered now
+    with pytest.raises(CompatibilityError, match="without its block"):
+        plain(random_windows(256, n=1, length=4))
 
 
 def test_the_cache_keyword_is_the_one_the_installed_llama_takes():

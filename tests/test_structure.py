@@ -126,3 +126,13 @@ def test_recipe_defaults_live_only_in_the_dataclasses():
         text = path.read_text()
         for field in ("search_steps: 60", "threshold_steps: 40", "tau_headroom: 1.5", "rounds: 4"):
             assert field not in text, f"{path.name} repeats the default {field}"
+
+
+def test_the_wrappers_emit_events_and_only_the_cost_model_prices_them():
+    """Compute separate from counting: no wrapper imports the cost model or names a MAC/AC field."""
+    offenders = []
+    for path in (ROOT / "spiking_lm_plugin" / "modules").rglob("*.py"):
+        text = path.read_text()
+        if "cost_model" in text or "NONLINEAR_MACS" in text or "mac=" in text or "ac=" in text:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, offenders

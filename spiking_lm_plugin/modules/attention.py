@@ -1,22 +1,34 @@
-"""Spiking self-attention for the supported decoders (docs/DESIGN.md, "Architectures").
+"""Spiking self-attention through transformers' ``AttentionInterface`` (docs/DESIGN.md, "Architectures").
 
-Sites: input (shared by q/k/v), q and k after their norms (Qwen3, Gemma-3 per head; OLMo-2 over the whole
-projection) and RoPE, v, softmax output, o_proj input. A fused ``qkv_proj`` (Phi-3) is split into three
-views of its weight. Gemma's logit soft-capping acts on the integrated scores inside the softmax, so both
-executions stay exact. The KV cache holds the analog k (after RoPE) and v; they are spiked on read, so
-both executions and ``generate`` see the same spikes.
+The model's own attention forward runs unchanged: projections, q/k norms (Qwen3, Gemma-3 per head, OLMo-2
+over the projection), RoPE (partial where the family has it), the KV cache and fused ``qkv_proj`` (Phi-3)
+are transformers' code. Spiking enters at three places:
+- the attention input (site ``attn_in``) fires once and feeds q/k/v (``SpikeFedLinear``);
+- the registered attention function spikes q and k (after norms and RoPE), v and the softmax map, and
+  runs Q K^T, softmax and P V in the execution the runtime selects;
+- the o_proj input (site ``o_in``) is spiked in front of o_proj.
+Gemma-2's logit soft-capping acts on the integrated scores inside the softmax, so both executions stay
+exact. The KV cache holds the analog k and v; they are spiked on read, so both executions and
+``generate`` see the same spikes. Supporting another family means naming its sites, not copying its forward.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
-from .. import energy
-from ..hf_compat import check_attention_mask, repeat_kv, rotary_for, split_attention_kwargs
+
+from ..energy import NonlinearOp, TokensSeen, scores_op, values_op
+from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask, repeat_kv
 from ..runtime import SpikingRuntime
 from .block import SpikingBlock
-from .spike_ops import nonlinearity_steps, product, product_steps
+from .linear import HeldSpikes, SpikeFedLinear
 from .site import SpikeSite
+from .spike_ops import nonlinearity_steps, product, product_steps
+
+#: the projections reading the attention input, per family (Phi-3 fuses them)
+INPUT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "qkv_proj")
 
 
 def allowed_pairs(mask: torch.Tensor | None, q_len: int, k_len: int, device) -> torch.Tensor:
@@ -29,122 +41,113 @@ def allowed_pairs(mask: torch.Tensor | None, q_len: int, k_len: int, device) -> 
     return mask == 0
 
 
-def split_linear(linear: nn.Linear, sizes: list[int]) -> list[nn.Linear]:
-    """Linears whose weights (and biases) are views of consecutive output rows of ``linear``: a fused
-    projection becomes separate ones without copying a weight."""
-    parts, start = [], 0
-    for size in sizes:
-        part = nn.Linear(linear.in_features, size, bias=linear.bias is not None, device="meta")
-        part.weight = nn.Parameter(linear.weight[start:start + size], requires_grad=False)
-        if linear.bias is not None:
-            part.bias = nn.Parameter(linear.bias[start:start + size], requires_grad=False)
-        parts.append(part)
-        start += size
-    return parts
-
-
 class SpikingAttention(SpikingBlock):
+    """Holds a transformers attention module (``attn``), whose forward runs with spiking projections."""
+
     def __init__(self, attn: nn.Module, layer: int, runtime: SpikingRuntime) -> None:
         super().__init__()
         cfg = attn.config
-        self.config = cfg
-        self.layer_idx = attn.layer_idx
+        self.layer_idx = layer
         self.head_dim = attn.head_dim
-        self.num_key_value_groups = attn.num_key_value_groups
-        self.scaling = attn.scaling
-        self.is_causal = True
-        self.rotary = rotary_for(attn)
-        self.softcap = getattr(attn, "attn_logit_softcapping", None)
-        if hasattr(attn, "qkv_proj"):
-            kv = cfg.num_key_value_heads * self.head_dim
-            attn.q_proj, attn.k_proj, attn.v_proj = split_linear(
-                attn.qkv_proj, [cfg.num_attention_heads * self.head_dim, kv, kv])
-        self.q_proj, self.k_proj, self.v_proj, self.o_proj = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
-        self.q_norm, self.k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
-        #: "head": normed per head after the reshape (Qwen3, Gemma-3); "full": over the projection (OLMo-2)
-        self.qk_norm = None if self.q_norm is None else (
-            "head" if self.q_norm.weight.numel() == self.head_dim else "full")
+        self.num_heads = cfg.num_attention_heads
+        self.groups = attn.num_key_value_groups
+        self.qk_norm = getattr(attn, "q_norm", None) is not None
         self.runtime = runtime
-        hidden, heads = cfg.hidden_size, cfg.num_attention_heads
-        self.num_heads = heads
         prefix = f"layers.{layer}."
+        self.where = prefix + "self_attn"
         self.sites = nn.ModuleDict({
-            "attn_in": SpikeSite(prefix + "attn_in", hidden, runtime),
+            "attn_in": SpikeSite(prefix + "attn_in", cfg.hidden_size, runtime),
             "q": SpikeSite(prefix + "q", self.head_dim, runtime),
             "k": SpikeSite(prefix + "k", self.head_dim, runtime),
             "v": SpikeSite(prefix + "v", self.head_dim, runtime),
             "softmax": SpikeSite(prefix + "softmax", 1, runtime),
-            "o_in": SpikeSite(prefix + "o_in", heads * self.head_dim, runtime),
+            "o_in": SpikeSite(prefix + "o_in", self.num_heads * self.head_dim, runtime),
         })
+        self.held_input = HeldSpikes(self.where)
+        for name in INPUT_PROJECTIONS:
+            if isinstance(getattr(attn, name, None), nn.Linear):
+                setattr(attn, name, SpikeFedLinear(getattr(attn, name), name, runtime, self.held_input.spikes_for))
+        attn.o_proj = SpikeFedLinear(attn.o_proj, "o_proj", runtime, self._o_input)
+        self.attn = attn
 
-    def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None, **kwargs):
-        where = f"layers.{self.layer_idx}.self_attn"
-        cache = split_attention_kwargs(kwargs, where)
-        check_attention_mask(attention_mask, where)
-        meter = self._meter()
-        timestep = self.runtime.timestep
-        need = meter is not None or timestep
-        bsz, q_len, _ = hidden_states.shape
-        tokens = bsz * q_len
-        if meter is not None:
-            meter.tokens += tokens if self.layer_idx == 0 else 0
-            energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", hidden_states.numel())
-        x = self._site("attn_in", hidden_states, need_frames=False)
-        shape = (bsz, q_len, -1, self.head_dim)
-        q = self._linear(self.q_proj, x, "q_proj", tokens)
-        k = self._linear(self.k_proj, x, "k_proj", tokens)
-        v = self._linear(self.v_proj, x, "v_proj", tokens).view(shape).transpose(1, 2)
-        if self.qk_norm == "full":
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = q.view(shape), k.view(shape)
-        if self.qk_norm == "head":
-            q, k = self.q_norm(q), self.k_norm(k)
-        if meter is not None and self.qk_norm is not None:
-            energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", q.numel() + k.numel())
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
-        cos, sin = position_embeddings
-        q, k = self.rotary(q, k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx)
+    def input_linears(self) -> list[nn.Linear]:
+        """The linears reading the attention input (what a residual rotation rewrites)."""
+        return [getattr(self.attn, n).linear for n in INPUT_PROJECTIONS if hasattr(self.attn, n)]
+
+    @property
+    def output_linear(self) -> nn.Linear:
+        return self.attn.o_proj.linear
+
+    def _o_input(self, x: torch.Tensor):
+        return self._site("o_in", x, need_frames=False)
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
+        if self.metering:
+            if self.layer_idx == 0:
+                self._emit(TokensSeen("tokens", hidden_states.numel() // hidden_states.shape[-1]))
+            self._emit(NonlinearOp("rmsnorm", hidden_states.numel()))
+        spikes = self._site("attn_in", hidden_states, need_frames=False)
+        with self.held_input.holding(spikes):
+            return self.attn(spikes.value, *args, spiking_block=self, **kwargs)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
+               scaling: float, softcap: float | None) -> torch.Tensor:
+        """softmax(Q K^T scaling + mask) V on spiked q [B, H, L, D], k, v [B, Hkv, S, D] -> [B, L, H, D]."""
+        check_attention_mask(attention_mask, self.where)
+        metering, timestep = self.metering, self.runtime.timestep
+        need = metering or timestep
+        bsz, _, q_len, _ = q.shape
         k_len = k.shape[-2]
+        if metering and self.qk_norm:   # the new keys only: cached ones were normed when they came
+            self._emit(NonlinearOp("rmsnorm", q.numel() + bsz * k.shape[1] * q_len * self.head_dim))
         qs = self._site("q", q, need)
         ks, vs = self._site("k", k, need), self._site("v", v, need)
-        repeat = lambda t: repeat_kv(t, self.num_key_value_groups)  # noqa: E731
+        repeat = lambda t: repeat_kv(t, self.groups)  # noqa: E731
         # values always go to every query head; frames only where the time-stepped products need them
         ks_rep, vs_rep = (ks.map(repeat), vs.map(repeat)) if timestep else (ks.map_value(repeat), vs.map_value(repeat))
 
-        allowed = allowed_pairs(attention_mask, q_len, k_len, hidden_states.device)
+        allowed = allowed_pairs(attention_mask, q_len, k_len, q.device)
         if attention_mask is None or attention_mask.dtype == torch.bool:
             additive = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
         else:
             additive = attention_mask
         # energy counts are per sequence; the additive mask above stays batch-shared (no [B, 1, L, S] copy)
         allowed = allowed.expand(bsz, *allowed.shape[1:])
-        softmax = lambda s: torch.softmax(self._capped(s * self.scaling) + additive, dim=-1,  # noqa: E731
+
+        def capped(scores: torch.Tensor) -> torch.Tensor:   # Gemma-2: cap * tanh(scores / cap), analog
+            return scores if not softcap else torch.tanh(scores / softcap) * softcap
+
+        softmax = lambda s: torch.softmax(capped(s * scaling) + additive, dim=-1,  # noqa: E731
                                           dtype=torch.promote_types(s.dtype, torch.float32)).to(s.dtype)
         qk = lambda a, b: torch.matmul(a, b.transpose(-1, -2))  # noqa: E731
-        if meter is not None:
-            energy.count_scores(meter, "qk", qs.frames, ks.frames, allowed, self.num_heads, self.head_dim,
-                                None if qs.analog else qs.d.numel())
-            energy.count_nonlinear(meter, "softmax", "softmax", bsz * self.num_heads * q_len * k_len)
+        if metering:
+            self._emit(scores_op("qk", qs.frames, ks.frames, allowed, self.num_heads, self.head_dim,
+                                 None if qs.analog else qs.d.numel()))
+            self._emit(NonlinearOp("softmax", bsz * self.num_heads * q_len * k_len))
         if timestep and not qs.analog:
             probs = nonlinearity_steps(softmax, product_steps(qs, ks_rep, qk)).sum(0).to(q.dtype)
         else:
             probs = softmax(product(qs, ks_rep, qk, timestep=False))
-        if meter is not None and not timestep:   # the P V count needs column sums only, not T full maps
+        if metering and not timestep:   # the P V count needs column sums only, not T full maps
             ps = self._site_columns("softmax", probs)
         else:
             ps = self._site("softmax", probs.unsqueeze(-1), need).squeeze_last()
-        if meter is not None:
-            energy.count_attn_values(meter, "pv", ps.frames, vs.frames, allowed, self.num_heads, self.head_dim,
-                                     None if ps.analog else ps.d.numel(), p_columns=ps.columns)
-        out = product(ps, vs_rep, torch.matmul, timestep)
-        out = out.transpose(1, 2).reshape(bsz, q_len, -1).contiguous()
-        o = self._site("o_in", out, need_frames=False)
-        return self._linear(self.o_proj, o, "o_proj", tokens), None
+        if metering:
+            self._emit(values_op("pv", ps.frames, vs.frames, allowed, self.num_heads, self.head_dim,
+                                 None if ps.analog else ps.d.numel(), p_columns=ps.columns))
+        return product(ps, vs_rep, torch.matmul, timestep).transpose(1, 2).contiguous()
 
-    def _capped(self, scores: torch.Tensor) -> torch.Tensor:
-        """Gemma-2's logit soft-capping, cap * tanh(scores / cap), on integrated scores (analog)."""
-        if not self.softcap:
-            return scores
-        return torch.tanh(scores / self.softcap) * self.softcap
+
+def spiking_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                              attention_mask: torch.Tensor | None, scaling: float | None = None,
+                              dropout: float = 0.0, softcap: float | None = None,
+                              spiking_block: SpikingAttention | None = None, **kwargs: Any):
+    """The function registered in transformers' ``AttentionInterface`` as ``spiking``."""
+    if spiking_block is None:
+        raise CompatibilityError(f"{type(module).__name__}: the spiking attention was called without its block "
+                                 f"(transformers {VERSION} did not pass the attention keywords through, or the "
+                                 "model was loaded with attn_implementation='spiking' without converting it)")
+    check_attention_kwargs(kwargs, spiking_block.where)
+    if scaling is None:
+        scaling = spiking_block.head_dim ** -0.5
+    return spiking_block.attend(query, key, value, attention_mask, scaling, softcap), None

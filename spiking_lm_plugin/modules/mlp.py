@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import energy
+from ..energy import HadamardOp, NonlinearOp, product_op
 from ..runtime import SpikingRuntime
 from .block import SpikingBlock
+from .linear import split_linear
 from ..neurons.kernels import coincidences
 from .site import SpikeSite
 from .spike_ops import nonlinearity_steps, product
@@ -41,8 +42,6 @@ class SpikingMLP(SpikingBlock):
         self.activation = gate_activation(getattr(mlp, "act_fn", getattr(mlp, "activation_fn", None)), layer)
         self.act = GATE_ACTIVATIONS[self.activation]
         if hasattr(mlp, "gate_up_proj"):                # Phi-3: one fused projection, gate rows first
-            from .attention import split_linear
-
             inter = mlp.gate_up_proj.out_features // 2
             mlp.gate_proj, mlp.up_proj = split_linear(mlp.gate_up_proj, [inter, inter])
         self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
@@ -58,11 +57,10 @@ class SpikingMLP(SpikingBlock):
         })
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        meter = self._meter()
-        timestep = self.runtime.timestep
+        metering, timestep = self.metering, self.runtime.timestep
         tokens = x.numel() // x.shape[-1]
-        if meter is not None:
-            energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", x.numel())
+        if metering:
+            self._emit(NonlinearOp("rmsnorm", x.numel()))
         xs = self._site("mlp_in", x, need_frames=False)
         if timestep and not xs.analog:
             steps = self._linear_steps(self.gate_proj, xs, "gate_proj", tokens)
@@ -72,22 +70,22 @@ class SpikingMLP(SpikingBlock):
         up = self._linear(self.up_proj, xs, "up_proj", tokens)
         spiking = [self.runtime.spiking and self.sites[n].ready for n in ("gate_act", "up")]
         # the fused count needs no frames (coincidences come from a kernel) unless one operand is analog
-        frames = timestep or (meter is not None and spiking[0] != spiking[1])
+        frames = timestep or (metering and spiking[0] != spiking[1])
         a = self._site("gate_act", act, frames)
         b = self._site("up", up, frames)
-        if meter is not None:
-            energy.count_nonlinear(meter, self.activation, self.activation, act.numel())
+        if metering:
+            self._emit(NonlinearOp(self.activation, act.numel()))
             both = None
             if all(spiking) and not timestep:
                 both = coincidences(act, self.sites["gate_act"], up, self.sites["up"])
             steps = next((s.d.numel() for s in (a, b) if not s.analog), None)
-            energy.count_elementwise_product(meter, "gate_product", a.frames, b.frames, act.numel(), steps,
-                                             a.events, b.events, both)
+            self._emit(product_op("gate_product", act.numel(), steps, a.frames, b.frames,
+                                  None if a.analog else a.events, None if b.analog else b.events, both))
         prod = product(a, b, torch.mul, timestep)
         if self.online_transform is not None:
             prod = self.online_transform.apply(prod)
-            if meter is not None:
-                energy.count_hadamard(meter, prod.numel(), self.online_transform.macs_per_element)
+            if metering:
+                self._emit(HadamardOp("hadamard", self.online_transform.macs_per_element, prod.numel()))
         p = self._site("down_in", prod, need_frames=False)
         return self._linear(self.down_proj, p, "down_proj", tokens)
 
@@ -106,8 +104,7 @@ class SpikingLMHead(SpikingBlock):
         return self.linear.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        meter = self._meter()
-        if meter is not None:
-            energy.count_nonlinear(meter, "rmsnorm", "rmsnorm", x.numel())
+        if self.metering:
+            self._emit(NonlinearOp("rmsnorm", x.numel()))
         xs = self._site("head_in", x, need_frames=False)
         return self._linear(self.linear, xs, "lm_head", x.numel() // x.shape[-1])

@@ -1,8 +1,7 @@
 """Fused site kernels: SN(x) = sign(x) tau sum_t d_t s_t in one pass over memory (eq. 1-3, 7-8).
 
 The eager form runs ~6 elementwise ops per step (T passes over an activation); ``torch.compile`` turns the
-unrolled loop into one kernel, ~50-80x faster on CPU for large maps (a softmax map of 9.4M values: 2.5 s
-eager vs 0.03 s compiled). Compilation is on by default where a C compiler/GPU backend works and can be
+unrolled loop into one kernel, much faster on large maps (docs/BENCHMARKS.md). Compilation is on by default where a C compiler/GPU backend works and can be
 switched off with ``SPIKING_LM_COMPILE=0`` (the eager path gives the same spikes).
 """
 

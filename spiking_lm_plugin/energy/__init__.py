@@ -1,0 +1,16 @@
+"""Energy accounting (paper eq. 18, Appendix D.7; docs/DESIGN.md, "Energy").
+
+The spiking wrappers emit op events (``events``) whose spike statistics are read off the frames
+(``statistics``); the meter collects them; a cost model (``cost_model``) turns them into MACs, ACs and
+joules when a report is read.
+"""
+
+from .cost_model import NONLINEAR_MACS, CostModel, OpCost
+from .events import (HadamardOp, LinearOp, NonlinearOp, OpEvent, ProductOp, ScoresOp, SiteFired, TokensSeen,
+                     ValuesOp)
+from .meter import EnergyConstants, EnergyMeter, SiteStats
+from .statistics import intervals, linear_op, nnz, product_op, scores_op, values_op
+
+__all__ = ["NONLINEAR_MACS", "CostModel", "EnergyConstants", "EnergyMeter", "HadamardOp", "LinearOp",
+           "NonlinearOp", "OpCost", "OpEvent", "ProductOp", "ScoresOp", "SiteFired", "SiteStats", "TokensSeen",
+           "ValuesOp", "intervals", "linear_op", "nnz", "product_op", "scores_op", "values_op"]

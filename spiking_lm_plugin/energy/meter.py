@@ -1,0 +1,148 @@
+"""The energy meter: collects op events, prices them with a cost model when a report is read
+(docs/DESIGN.md, "Energy")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cost_model import WORD_BITS, CostModel, OpCost
+from .events import OpEvent, SiteFired, TokensSeen
+
+
+@dataclass
+class EnergyConstants:
+    """Energy per operation (45 nm: Horowitz 2014, as in the paper's eq. 18 and Appendix D.7).
+
+    Attributes:
+        e_mac_pj: one 32-bit multiply-accumulate, in pJ.
+        e_ac_pj: one 32-bit accumulate, in pJ.
+        e_rw_pj: one 32-bit read or write, in pJ (a spike moves 1 bit: 1/32 of it).
+        read_write: whether reads and writes are part of the energy.
+    """
+
+    e_mac_pj: float = 4.6
+    e_ac_pj: float = 0.9
+    e_rw_pj: float = 5.0
+    read_write: bool = False
+
+    def joules(self, mac: float, ac: float, rw_bits: float) -> float:
+        pj = mac * self.e_mac_pj + ac * self.e_ac_pj
+        if self.read_write:
+            pj += rw_bits / WORD_BITS * self.e_rw_pj
+        return pj * 1e-12
+
+
+@dataclass
+class SiteStats:
+    spikes: float = 0.0
+    slots: float = 0.0        # elements * T: what the firing rate divides by
+
+    @property
+    def firing_rate(self) -> float:
+        return self.spikes / self.slots if self.slots else 0.0
+
+
+@dataclass
+class EnergyMeter:
+    """Running op events, one per key (``OpEvent.key``); costs are computed when read.
+
+    ``with model.spiking.use(meter=EnergyMeter()): model(ids)`` counts one forward."""
+
+    constants: EnergyConstants = field(default_factory=EnergyConstants)
+    enabled: bool = True
+    cost_model: CostModel = field(default_factory=CostModel)
+    events: dict[tuple, OpEvent] = field(default_factory=dict)
+
+    def emit(self, event: OpEvent) -> None:
+        key = event.key()
+        held = self.events.get(key)
+        self.events[key] = event if held is None else held.merged(event)
+
+    def reset(self) -> None:
+        self.events.clear()
+
+    # ------------------------------------------------------------------ reading
+    def _totals(self) -> tuple[OpCost, dict[str, list[float]]]:
+        total, by_kind = OpCost(), {}
+        for event in self.events.values():
+            cost = self.cost_model.cost(event.counts())
+            total = total + cost
+            if isinstance(event, (SiteFired, TokensSeen)):
+                continue
+            entry = by_kind.setdefault(event.kind, [0.0, 0.0])
+            entry[0] += cost.mac
+            entry[1] += cost.ac
+        return total, by_kind
+
+    @property
+    def total(self) -> OpCost:
+        return self._totals()[0]
+
+    @property
+    def mac(self) -> float:
+        return self.total.mac
+
+    @property
+    def ac(self) -> float:
+        return self.total.ac
+
+    @property
+    def ann_mac(self) -> float:
+        return self.total.ann_mac
+
+    @property
+    def by_kind(self) -> dict[str, list[float]]:
+        """kind -> [MAC, AC]."""
+        return self._totals()[1]
+
+    @property
+    def tokens(self) -> int:
+        return int(sum(float(e.tokens) for e in self.events.values() if isinstance(e, TokensSeen)))
+
+    @property
+    def sites(self) -> dict[str, SiteStats]:
+        return {e.kind: SiteStats(float(e.spikes), float(e.slots))
+                for e in self.events.values() if isinstance(e, SiteFired)}
+
+    def energy_j(self) -> float:
+        t = self.total
+        return self.constants.joules(t.mac, t.ac, t.rw_bits)
+
+    def ann_energy_j(self) -> float:
+        t = self.total
+        return self.constants.joules(t.ann_mac, 0.0, t.ann_rw_bits)
+
+    def firing_rate(self) -> float:
+        sites = self.sites.values()
+        slots = sum(s.slots for s in sites)
+        return sum(s.spikes for s in sites) / slots if slots else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        total, by_kind = self._totals()
+        sites = self.sites
+        tokens = self.tokens
+        per = max(tokens, 1)
+        c = self.constants
+        energy = c.joules(total.mac, total.ac, total.rw_bits)
+        ann_energy = c.joules(total.ann_mac, 0.0, total.ann_rw_bits)
+        slots = sum(s.slots for s in sites.values())
+        return {
+            "tokens": tokens,
+            "mac": total.mac,
+            "ac": total.ac,
+            "energy_j": energy,
+            "mac_per_token": total.mac / per,
+            "ac_per_token": total.ac / per,
+            "energy_j_per_token": energy / per,
+            "firing_rate": sum(s.spikes for s in sites.values()) / slots if slots else 0.0,
+            "ann_mac": total.ann_mac,
+            "ann_energy_j": ann_energy,
+            "ann_energy_j_per_token": ann_energy / per,
+            "saving_vs_ann": 1.0 - energy / ann_energy if total.ann_mac else 0.0,
+            "e_mac_pj": c.e_mac_pj,
+            "e_ac_pj": c.e_ac_pj,
+            "read_write": c.read_write,
+            "by_kind": {k: {"mac": v[0], "ac": v[1]} for k, v in sorted(by_kind.items())},
+            "site_firing_rate": {k: v.firing_rate for k, v in sorted(sites.items())},
+        }

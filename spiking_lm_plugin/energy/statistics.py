@@ -1,0 +1,133 @@
+"""Spike statistics of the ops, read off the frames the executions produced (docs/DESIGN.md, "Energy").
+
+Each function turns tensors into one op event: counting rules live in the cost model, never here.
+Frames are signed spike magnitudes [T, ...]; a masked attention pair never counts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .events import Count, LinearOp, ProductOp, ScoresOp, ValuesOp
+
+
+def nnz(t: torch.Tensor) -> torch.Tensor:
+    """Spike count of signed frames: sum of magnitudes (= nonzeros for binary spikes)."""
+    return t.abs().sum(dtype=torch.float64)
+
+
+def linear_op(kind: str, linear: torch.nn.Linear, tokens: int, timesteps: int | None,
+              spikes: Count = 0.0) -> LinearOp:
+    return LinearOp(kind, linear.in_features, linear.out_features, linear.bias is not None, timesteps,
+                    tokens, 0.0 if timesteps is None else spikes)
+
+
+def product_op(kind: str, numel: int, timesteps: int | None, a_frames=None, b_frames=None, a_events=None,
+               b_events=None, both=None) -> ProductOp:
+    """A * B; an operand is spiking when its frames or its spike count are given. ``both``: the
+    coincidences when the caller already has them (then no frames are needed)."""
+    a_spiking = a_frames is not None or a_events is not None
+    b_spiking = b_frames is not None or b_events is not None
+    operands = int(a_spiking) + int(b_spiking) if timesteps is not None else 0
+    if operands == 0:
+        return ProductOp(kind, 0, None, numel)
+    spikes_a = (nnz(a_frames) if a_events is None else a_events) if a_spiking else 0.0
+    spikes_b = (nnz(b_frames) if b_events is None else b_events) if b_spiking else 0.0
+    if operands == 2 and both is None:
+        both = torch.mul(a_frames, b_frames).abs_().sum(dtype=torch.float64)
+    return ProductOp(kind, operands, timesteps, numel, spikes_a, spikes_b, both if operands == 2 else 0.0)
+
+
+def _allowed_counts(allowed: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pairs over all heads, keys per query [B, 1|H, L], queries per key [B, 1|H, S]) of a bool mask."""
+    a = allowed.to(torch.float32)
+    per_head = heads if allowed.shape[1] == 1 else 1
+    return a.sum(dtype=torch.float64) * per_head, a.sum(-1), a.sum(-2)
+
+
+def _grouped(frames: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """[T, B, H, ...] -> [T, B, Hkv, G, ...]: query heads grouped by the key/value head they read."""
+    t, b, h = frames.shape[:3]
+    return frames.reshape(t, b, kv_heads, h // kv_heads, *frames.shape[3:])
+
+
+def intervals(allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(first, end) key index per query row [B, 1, L] when every row of a head-shared mask allows one
+    contiguous run of keys (causal, sliding window, left padding, prefix); else None."""
+    if allowed.shape[1] != 1:
+        return None
+    s = allowed.shape[-1]
+    idx = torch.arange(s, device=allowed.device)
+    count = allowed.sum(-1)
+    first = torch.where(allowed, idx, s).amin(-1)
+    end = torch.where(allowed, idx + 1, 0).amax(-1)
+    contiguous = (count == 0) | (end - first == count)
+    if not bool(contiguous.all()):
+        return None
+    first = torch.where(count == 0, 0, first)
+    return first, torch.where(count == 0, 0, end)
+
+
+def _pair_products(qa: torch.Tensor, ka: torch.Tensor, allowed: torch.Tensor, heads: int) -> torch.Tensor:
+    """sum over t and allowed (query, key) pairs of |Q_t[l]| . |K_t[s]|. With interval masks: prefix sums of
+    |K_t| over keys (O(T L D) per head); else the explicit [T, L, S] products."""
+    kv_heads = ka.shape[2]
+    groups = heads // kv_heads
+    bounds = intervals(allowed)
+    if bounds is not None:
+        first, end = bounds                                            # [B, 1, L]
+        q_group = _grouped(qa, kv_heads).sum(3)                        # [T, B, Hkv, L, D]
+        csum = torch.cat([torch.zeros_like(ka[..., :1, :]), ka.cumsum(-2)], dim=-2)   # [T, B, Hkv, S+1, D]
+        gather = lambda i: torch.gather(  # noqa: E731
+            csum, -2, i[None, :, :, :, None].expand(csum.shape[0], csum.shape[1], kv_heads, -1, csum.shape[-1]))
+        return (q_group * (gather(end) - gather(first))).sum(dtype=torch.float64)
+    if allowed.shape[1] == 1:
+        both = torch.matmul(_grouped(qa, kv_heads).sum(3), ka.transpose(-1, -2))    # [T, B, Hkv, L, S]
+    else:   # a per-head mask: the ungrouped product
+        both = torch.matmul(qa, ka.repeat_interleave(groups, dim=2).transpose(-1, -2))
+    return (both * allowed.to(torch.float32)).sum(dtype=torch.float64)
+
+
+def _queries_per_key(queries_per_key: torch.Tensor, allowed: torch.Tensor, kv_heads: int, heads: int):
+    """Queries reading each key of each key/value head, [B, 1|Hkv, S] (times the group when head-shared)."""
+    if allowed.shape[1] == 1:
+        return queries_per_key * (heads // kv_heads)
+    return _grouped(queries_per_key[None], kv_heads)[0].sum(2)
+
+
+def scores_op(kind: str, q_frames, k_frames, allowed: torch.Tensor, heads: int, head_dim: int,
+              timesteps: int | None) -> ScoresOp:
+    """Q K^T. Frames: Q [T, B, H, L, D], K [T, B, Hkv, S, D] (not repeated: a key spike fans out to every
+    query head of its group); ``allowed`` [B, 1|H, L, S] bool."""
+    if q_frames is not None:   # a batch-shared mask counts once per sequence
+        allowed = allowed.expand(q_frames.shape[1], *allowed.shape[1:])
+    pairs, keys_per_query, queries_per_key = _allowed_counts(allowed, heads)
+    if timesteps is None:
+        return ScoresOp(kind, head_dim, None, pairs)
+    qa, ka = q_frames.abs().to(torch.float32), k_frames.abs().to(torch.float32)
+    kv_heads = ka.shape[2]
+    term_q = (qa.sum(-1) * keys_per_query).sum(dtype=torch.float64)
+    term_k = (ka.sum(-1) * _queries_per_key(queries_per_key, allowed, kv_heads, heads)).sum(dtype=torch.float64)
+    return ScoresOp(kind, head_dim, timesteps, pairs, term_q, term_k, _pair_products(qa, ka, allowed, heads),
+                    qa.sum(dtype=torch.float64), ka.sum(dtype=torch.float64))
+
+
+def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int, head_dim: int,
+              timesteps: int | None, p_columns: torch.Tensor | None = None) -> ValuesOp:
+    """P V. Frames: P [T, B, H, L, S] (zero where masked) or, equivalently for the count, ``p_columns``
+    [T, B, H, S] = P's spikes summed over queries; V [T, B, Hkv, S, D] (not repeated)."""
+    if v_frames is not None:   # a batch-shared mask counts once per sequence
+        allowed = allowed.expand(v_frames.shape[1], *allowed.shape[1:])
+    pairs, _, queries_per_key = _allowed_counts(allowed, heads)
+    if timesteps is None:
+        return ValuesOp(kind, head_dim, None, pairs)
+    va = v_frames.abs().to(torch.float32)
+    kv_heads = va.shape[2]
+    if p_columns is None:   # softmax outputs are >= 0: their frames are the magnitudes
+        p_columns = p_frames.to(torch.float32).sum(-2)
+    outputs = float(p_columns.shape[1] * heads * allowed.shape[-2] * head_dim)
+    v_rows = va.sum(-1)                                            # [T, B, Hkv, S]
+    term_v = (v_rows * _queries_per_key(queries_per_key, allowed, kv_heads, heads)).sum(dtype=torch.float64)
+    p_per_key = _grouped(p_columns.to(torch.float32), kv_heads).sum(3)      # [T, B, Hkv, S]
+    return ValuesOp(kind, head_dim, timesteps, pairs, outputs, p_per_key.sum(dtype=torch.float64), term_v,
+                    (p_per_key * v_rows).sum(dtype=torch.float64), va.sum(dtype=torch.float64))
