@@ -10,6 +10,8 @@ $PY bench/accuracy.py
 $PY bench/fit_throughput.py
 $PY bench/speed.py
 $PY bench/energy.py
+$PY bench/energy_baseline.py
+$PY bench/spike_budget.py
 .venv/bin/spiking-lm convert --model smollm2-135m -T 8 --out bench/results/ckpt-t8 --quiet
 $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
 $PY bench/scale.py

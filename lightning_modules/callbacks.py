@@ -147,6 +147,9 @@ def gather_shards(trainer, pl_module):
                 full[k][site] = v[rank, j].cpu()
     allocations = [tuple(torch.bincount(g, minlength=1).tolist()) for g in full["grain_index"]]
     allocations = [tuple(a for a in alloc if a > 0) for alloc in allocations]
-    bank = NeuronBank(pl_module.spec, num_sites, allocations)
+    from spiking_lm_plugin.conversion import fit_spike_caps
+
+    caps = fit_spike_caps(pl_module.spiking, trainer.datamodule.calibration.site_names)
+    bank = NeuronBank(pl_module.spec, num_sites, allocations, caps)
     bank.load_export({k: full[k] for k in ("d", "theta", "h", "v0", "bases", "grain_index")})
     return bank, full["best_loss"], full["initial_loss"]

@@ -46,7 +46,7 @@ class NeuronFitModule(pl.LightningModule):
     def setup(self, stage: str | None = None) -> None:
         if self.bank is not None:
             return
-        from spiking_lm_plugin.conversion import searched_allocations
+        from spiking_lm_plugin.conversion import fit_spike_caps, searched_allocations
 
         datamodule = self.trainer.datamodule
         if datamodule.config != self.spiking:
@@ -55,7 +55,8 @@ class NeuronFitModule(pl.LightningModule):
         self.shard = shard_indices(datamodule.samples.shape[0], self.trainer.world_size, self.trainer.global_rank)
         samples = datamodule.samples[self.shard]
         self.site_names = [datamodule.calibration.site_names[i] for i in self.shard]
-        self.bank = NeuronBank(self.spec, samples.shape[0], searched_allocations(self.spiking, samples, self.spec))
+        caps = fit_spike_caps(self.spiking, self.site_names)
+        self.bank = NeuronBank(self.spec, samples.shape[0], searched_allocations(self.spiking, samples, self.spec), caps)
         self.engine = FitEngine(self.bank, samples, self.fit_config)
         self.initial_loss = self.engine.best_loss.clone()
         # each rank owns its sites: DDP must neither broadcast nor all-reduce the bank

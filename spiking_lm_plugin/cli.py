@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from .recipe_flags import add_recipe_flags, recipe_from_args
+from .recipe_flags import NON_NEGATIVE, POSITIVE, add_recipe_flags, recipe_from_args
 from .tasks_location import tasks_dir
 
 
@@ -97,6 +97,53 @@ def cmd_tasks_dir(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_energy(args: argparse.Namespace) -> int:
+    from .baseline_energy import ann_baseline
+    from .energy import EnergyConstants
+
+    report = ann_baseline(args.model, args.tokens, args.convention, EnergyConstants(read_write=True))
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ANN energy of one {report['tokens']}-token sample ({args.model}, {args.convention} convention)")
+    for column in ("quantity", "value"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for name, value in (("MAC (G)", f"{report['mac_g']:.2f}"), ("AC (G)", f"{report['ac_g']:.2f}"),
+                        ("MAC & AC energy (J)", f"{report['energy_j']:.2f}"),
+                        ("read/write energy (J)", f"{report['read_write_j']:.2f}"),
+                        ("total (J)", f"{report['total_j']:.2f}")):
+        table.add_row(name, value)
+    Console().print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report import run_report
+
+    mask = ... if args.spike_mask is None else (args.spike_mask or None)       # 0 switches the mask off
+    s = run_report(args.model, args.checkpoint, args.out, args.tokens, spike_mask=mask,
+                   convention=args.convention, device=args.device)
+    table = Table(title=f"energy of one {s['tokens']}-token sample ({s['convention']} convention, read/write on)")
+    for column in ("quantity", "spiking", "ANN"):
+        table.add_column(column, justify="left" if column == "quantity" else "right")
+    for name, snn, ann in (("MAC (G)", s["mac"] / 1e9, s["ann_mac"] / 1e9), ("AC (G)", s["ac"] / 1e9, 0.0),
+                           ("MAC & AC (mJ)", s["compute_j"] * 1e3, s["ann_compute_j"] * 1e3),
+                           ("neuron (mJ)", s["neuron_j"] * 1e3, 0.0),
+                           ("read/write (mJ)", s["read_write_j"] * 1e3, s["ann_read_write_j"] * 1e3),
+                           ("total (mJ)", s["energy_j"] * 1e3, s["ann_energy_j"] * 1e3)):
+        table.add_row(name, f"{snn:.4g}", f"{ann:.4g}")
+    table.add_row("firing rate per slot / per fan-out", f"{s['firing_rate']:.3f} / {s['firing_rate_fanout']:.3f}", "-")
+    Console().print(table)
+    print(args.out)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -135,6 +182,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tasks-dir", help="print the directory of the packaged lm-eval tasks (for --include_path)")
     t.set_defaults(func=cmd_tasks_dir)
+
+    e = sub.add_parser("energy", help="the ANN baseline's MACs and joules from a model's config (no weights)",
+                       description="Count one causal sample of --tokens tokens through the ANN on the meta device "
+                                   "(no weights are loaded) with the same wrappers and cost models as every run. "
+                                   "--convention paper prices it like the paper (eq. 18 and eq. 59: attention over "
+                                   "the full L x S rectangle, read/write of weights and activations at linear "
+                                   "layers); ours is this project's accounting (docs/DESIGN.md, Energy).")
+    e.add_argument("--model", default="smollm2-135m", help="alias, HF folder, config.json path or hub id")
+    e.add_argument("--tokens", type=POSITIVE, default=512, help="sample length (default 512)")
+    e.add_argument("--convention", choices=["ours", "paper"], default="ours", help="cost model (default ours)")
+    e.add_argument("--json", action="store_true", help="one JSON object: mac_g, ac_g, energy_j, read_write_j, ...")
+    e.set_defaults(func=cmd_energy)
+
+    r = sub.add_parser("report", help="a PNG of firing rate and AC share per layer x site, and the energy table",
+                       description="Run one held-out sample through a checkpoint (fused, meter on) and write a "
+                                   "PNG: firing rate per layer x site type, and each layer's ops' share of all ACs.")
+    r.add_argument("checkpoint", help="checkpoint directory (spiking-lm convert --out)")
+    r.add_argument("--model", default="smollm2-135m", help="the checkpoint's base model (alias, folder or hub id)")
+    r.add_argument("--out", default="spiking-report.png", help="PNG to write (default spiking-report.png)")
+    r.add_argument("--tokens", type=POSITIVE, default=512, help="sample length (default 512)")
+    r.add_argument("--spike-mask", type=NON_NEGATIVE, default=None, help="override the checkpoint's early-spike mask "
+                   "(0 = off)")
+    r.add_argument("--convention", choices=["ours", "paper"], default="ours", help="cost model (default ours)")
+    r.add_argument("--device", default="cpu")
+    r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="the main job: convert the default model, evaluate ANN vs spiking in lm-eval",
                        description="Convert --model with the recipe flags (SpikingConfig fields, as for "

@@ -56,6 +56,12 @@ class SpikingConfig:
         fit: the fitting schedule and optimizer (``FitConfig``).
         layerwise: None (off) or a ``LayerwiseConfig``: after the per-site fit, tune each block's
             thresholds and tau against the ANN block's output (optional, slower).
+        spike_mask: None (off) or k >= 1: the early-spike mask of Appendix D.7, applied after fitting as the
+            paper does; every neuron but the softmax map's keeps only its first k spikes per value (the
+            released code uses k = 2). Evaluation can switch it (``spiking-hf`` model_arg ``spike_mask``).
+        mask_in_fit: with ``spike_mask``, fit the neurons with the mask inside their dynamics, so the
+            thresholds learn that only k spikes come (false: the paper's post-hoc mask on neurons fitted
+            without it).
         seed: seed of the calibration sampling (and, from the command lines, of the fit).
     """
 
@@ -81,6 +87,8 @@ class SpikingConfig:
     search_steps: int = 60
     fit: FitConfig = field(default_factory=FitConfig)
     layerwise: LayerwiseConfig | None = None
+    spike_mask: int | None = None
+    mask_in_fit: bool = False
     seed: int = 0
 
     def _set(self, name: str, value: Any) -> None:
@@ -130,6 +138,11 @@ class SpikingConfig:
                                  f"grains but grains={self.grains}; give one step count per grain")
         elif self.allocation not in (None, "search"):
             raise ValueError(f"allocation must be None, 'search' or a tuple of step counts, got {self.allocation!r}")
+        if self.spike_mask is not None and (isinstance(self.spike_mask, bool) or not isinstance(self.spike_mask, int)
+                                            or self.spike_mask < 1):
+            raise ValueError(f"spike_mask must be None or an integer >= 1 (spikes kept per value), got {self.spike_mask!r}")
+        if self.mask_in_fit and self.spike_mask is None:
+            raise ValueError("mask_in_fit needs a spike_mask (the k the neurons are fitted for)")
         for name in ("calibration_tokens", "sequence_length", "batch_size", "samples_per_site"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -23,6 +23,7 @@ from .neurons.dynamics import phase_code
 from .prefix import install_prefix
 from .progress import progress_bar
 from .runtime import runtime_of
+from .sites import MASK_EXEMPT_SITE_TYPES, site_type
 
 __all__ = ["Calibration", "SpikingState", "build_state", "calibrate", "convert", "fit", "install", "prepare",
            "selected_sites", "set_mode"]
@@ -56,9 +57,19 @@ def install(model: nn.Module, state: SpikingState) -> None:
         sites[name].set_neuron(t["d"][i], t["theta"][i], t["h"][i], t["v0"][i], state.taus[name],
                                levels=state.spec.levels, max_spikes=state.spec.max_spikes)
     runtime = runtime_of(model)
+    runtime.spike_mask = state.config.spike_mask
     if (runtime.prefix.tokens if runtime.prefix is not None else []) != list(state.prefix):
         install_prefix(model, list(state.prefix), state.bos_token_id)
     runtime.state = state
+
+
+def fit_spike_caps(config: SpikingConfig, site_names: list[str]) -> torch.Tensor | None:
+    """Per-site spike budgets of a fit with the early-spike mask inside the dynamics (``mask_in_fit``):
+    k at every masked site, +inf at the exempt ones; None for the paper's post-hoc mask."""
+    if config.spike_mask is None or not config.mask_in_fit:
+        return None
+    return torch.tensor([float("inf") if site_type(n) in MASK_EXEMPT_SITE_TYPES else float(config.spike_mask)
+                         for n in site_names])
 
 
 def _spike_rate(bank: NeuronBank, samples: torch.Tensor) -> torch.Tensor:
@@ -66,18 +77,24 @@ def _spike_rate(bank: NeuronBank, samples: torch.Tensor) -> torch.Tensor:
     cols = lambda p: [p[:, i : i + 1] for i in range(p.shape[1])]  # noqa: E731
     with torch.no_grad():
         _, events = phase_code(samples, cols(e["theta"]), cols(e["h"]), cols(e["d"]), e["v0"][:, None],
-                               levels=bank.spec.levels, max_spikes=bank.spec.max_spikes)
+                               levels=bank.spec.levels, max_spikes=bank.budget())
     return events.mean(1) / bank.spec.timesteps
 
 
-def fit(samples: torch.Tensor, config: SpikingConfig, show_progress: bool = True) -> FitResult:
-    """The fit stage: Alg. 2 (when ``allocation="search"``) then the neuron family's fitter, all sites at once."""
+def fit(samples: torch.Tensor, config: SpikingConfig, show_progress: bool = True,
+        site_names: list[str] | None = None) -> FitResult:
+    """The fit stage: Alg. 2 (when ``allocation="search"``) then the neuron family's fitter, all sites at
+    once; ``site_names`` (the calibration's) are needed when the recipe fits with the mask inside."""
     spec = config.neuron_spec()
+    if config.mask_in_fit and config.spike_mask is not None and site_names is None:
+        raise ValueError("fitting with the early-spike mask inside (mask_in_fit) needs the site names")
+    caps = fit_spike_caps(config, site_names or [])
     allocations = searched_allocations(config, samples, spec)
     total = config.fit.total_steps if spec.fitted else 0
     with progress_bar(f"fitting {samples.shape[0]} sites", total, show_progress and total > 0) as advance:
         return fit_neurons(spec, samples, config.fit, allocations,
-                           progress=lambda i, n, phase, loss: advance(1, f"{phase} loss {loss:.3g}"))
+                           progress=lambda i, n, phase, loss: advance(1, f"{phase} loss {loss:.3g}"),
+                           spike_caps=caps)
 
 
 def searched_allocations(config: SpikingConfig, samples: torch.Tensor,
@@ -126,7 +143,7 @@ def convert(model: nn.Module, config: SpikingConfig | None = None, calibration=N
     config = config or SpikingConfig()
     calib = calibrate(model, config, calibration, tokenizer, show_progress)
     t1 = time.perf_counter()
-    result = fit(calib.samples, config, show_progress)
+    result = fit(calib.samples, config, show_progress, calib.site_names)
     state = build_state(config, calib, result, base_model or str(getattr(model.config, "_name_or_path", "")),
                         runtime_of(model).fingerprint, time.perf_counter() - t1)
     install(model, state)

@@ -267,8 +267,9 @@ class OnlineTransform:
 
     @property
     def macs_per_element(self) -> int:
-        """log2(p) butterfly stages plus an m-term dot product (none when m = 1)."""
-        return int(math.log2(self.p)) + (self.m if self.m > 1 else 0)
+        """What ``apply`` computes per element: log2(p) butterfly stages (one add or subtract each) plus
+        an m-term dot product with the scale folded in, or the 1/sqrt(p) scaling alone when m = 1."""
+        return int(math.log2(self.p)) + (self.m if self.m > 1 else 1)
 
     def describe(self) -> str:
         if self.kind == "hadamard":
@@ -294,9 +295,17 @@ class OnlineTransform:
         y = x.reshape(*x.shape[:-1], self.m, self.p)
         kernel = _cuda_kernel() if x.is_cuda else None
         y = kernel(y.contiguous(), 1.0) if kernel is not None else _fwht(y)
-        if self.m > 1:
-            y = torch.matmul(self.small().to(device=x.device, dtype=x.dtype), y)
-        return (y / math.sqrt(self.p)).reshape(x.shape)
+        if self.m > 1:     # the 1/sqrt(p) scale rides on the small factor: no extra pass
+            y = torch.matmul(_scaled_small(self).to(device=x.device, dtype=x.dtype), y)
+        else:
+            y = y / math.sqrt(self.p)
+        return y.reshape(x.shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _scaled_small(transform: OnlineTransform) -> torch.Tensor:
+    """The small factor with the Walsh-Hadamard's 1/sqrt(p) folded in, built once per transform."""
+    return transform.small() / math.sqrt(transform.p)
 
 
 def online_transform(n: int, choice: str = "auto", seed: int = 0) -> OnlineTransform:

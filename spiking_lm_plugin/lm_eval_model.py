@@ -17,7 +17,7 @@ from lm_eval.models.huggingface import HFLM
 from .assets import resolve_model
 from .checkpoint import load
 from .checkpoint_files import CheckpointError, read_meta, verify_tensors
-from .energy import EnergyConstants, EnergyMeter
+from .energy import EnergyConstants, EnergyMeter, cost_model
 from .model_surgery import attach
 
 #: ``analog``: the analog reference (same prefix and rotation as the checkpoint, every site analog)
@@ -73,18 +73,38 @@ def _is_none(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "ann"))
 
 
+def _spike_mask(value: Any) -> int | None:
+    """``spike_mask=``: k >= 1 keeps the first k spikes per value; 0 / none / off switches the mask off."""
+    if isinstance(value, str) and value.strip().lower() in ("none", "off", ""):
+        return None
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"spike_mask must be an integer >= 1, or 0 / none to switch it off, got {value!r}") from None
+    if k < 0:
+        raise ValueError(f"spike_mask must be an integer >= 1, or 0 / none to switch it off, got {value!r}")
+    return k or None
+
+
+_UNSET: Any = object()
+
+
 @register_model("spiking-hf")
 class SpikingHFLM(HFLM):
-    """HFLM plus ``spiking=<checkpoint dir>|none``, ``mode=fused|timestep|analog`` and energy constants
-    (``e_mac``/``e_ac``/``e_rw`` in pJ, ``read_write``; unset ones keep ``EnergyConstants``' defaults).
-    Every HFLM argument keeps working."""
+    """HFLM plus ``spiking=<checkpoint dir>|none``, ``mode=fused|timestep|analog``, ``spike_mask=K|0``
+    (the early-spike mask: the checkpoint's recipe unless given), ``energy_convention=ours|paper`` and energy
+    constants (``e_mac``/``e_ac``/``e_rw``/``e_neuron`` in pJ, ``read_write``; unset ones keep
+    ``EnergyConstants``' defaults). Every HFLM argument keeps working."""
 
     def __init__(self, pretrained: Any = "smollm2-135m", spiking: str | None = None, mode: str = "fused",
                  e_mac: float | None = None, e_ac: float | None = None, read_write: bool | None = None,
-                 e_rw: float | None = None, energy: bool = True, **kwargs: Any) -> None:
+                 e_rw: float | None = None, energy: bool = True, spike_mask: Any = _UNSET,
+                 e_neuron: float | None = None, energy_convention: str = "ours", **kwargs: Any) -> None:
         try:
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+            mask = _UNSET if spike_mask is _UNSET else _spike_mask(spike_mask)
+            costs = cost_model(energy_convention)
             self.spiking_checkpoint = None if _is_none(spiking) else str(spiking)
             if isinstance(pretrained, str):
                 pretrained = resolve_model(pretrained)
@@ -103,13 +123,15 @@ class SpikingHFLM(HFLM):
             except ValueError as exc:
                 _refuse(exc)
             self.spiking_mode = mode
+            if mask is not _UNSET:
+                model.spiking.spike_mask = mask
         else:
             attach(model).set_mode("ann")
             self.spiking_mode = "ann"
-        given = {"e_mac_pj": e_mac, "e_ac_pj": e_ac, "e_rw_pj": e_rw, "read_write": read_write}
+        given = {"e_mac_pj": e_mac, "e_ac_pj": e_ac, "e_rw_pj": e_rw, "e_neuron_pj": e_neuron, "read_write": read_write}
         constants = EnergyConstants(**{k: (bool(v) if k == "read_write" else float(v))
                                        for k, v in given.items() if v is not None})
-        self.meter = EnergyMeter(constants, enabled=bool(energy))
+        self.meter = EnergyMeter(constants, enabled=bool(energy), cost_model=costs)
         model.spiking.meter = self.meter
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
@@ -131,6 +153,7 @@ class SpikingHFLM(HFLM):
     def energy_report(self) -> dict[str, Any]:
         report = self.meter.summary()
         report["mode"] = self.spiking_mode
+        report["spike_mask"] = self._model.spiking.spike_mask
         report["checkpoint"] = self.spiking_checkpoint
         return report
 
@@ -145,7 +168,10 @@ def _print_energy_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"spiking-hf energy ({report['mode']})")
+    mask = report.get("spike_mask")
+    table = Table(title=f"spiking-hf energy ({report['mode']}, {report['convention']} convention"
+                        f"{f', spike mask {mask}' if mask else ''})")
+    per = max(report["tokens"], 1)
     table.add_column("quantity")
     table.add_column("value", justify="right")
     rows = [
@@ -153,10 +179,12 @@ def _print_energy_table(report: dict[str, Any]) -> None:
         ("MAC / token", f"{report['mac_per_token']:.4g}"),
         ("AC / token", f"{report['ac_per_token']:.4g}"),
         ("energy / token (uJ)", f"{report['energy_j_per_token'] * 1e6:.4g}"),
+        ("  of it neurons / read-write (uJ)",
+         f"{report['neuron_j'] / per * 1e6:.4g} / {report['read_write_j'] / per * 1e6:.4g}"),
         ("ANN energy / token (uJ)", f"{report['ann_energy_j_per_token'] * 1e6:.4g}"),
         ("saving vs ANN", f"{report['saving_vs_ann']:.1%}"),
         ("energy total (J)", f"{report['energy_j']:.4g}"),
-        ("firing rate", f"{report['firing_rate']:.4f}"),
+        ("firing rate per slot / per fan-out", f"{report['firing_rate']:.4f} / {report['firing_rate_fanout']:.4f}"),
     ]
     for row in rows:
         table.add_row(*row)

@@ -101,6 +101,12 @@ RECIPE_FLAGS: list[tuple[tuple[str, ...], str, dict]] = [
                                                      "help": "N1: steps per round on theta/h (joint: part of it)"}),
     (("--base-steps",), "fit.base_steps", {"type": NON_NEGATIVE,
                                            "help": "N2: steps per round on the bases (joint: part of it)"}),
+    (("--spike-mask",), "spike_mask", {"type": POSITIVE, "help": "early-spike mask (paper Appendix D.7): every "
+        "neuron but the softmax map's keeps only its first K spikes per value (the released code: 2); off by "
+        "default; evaluation can switch it with spiking-hf's spike_mask="}),
+    (("--mask-in-fit",), "mask_in_fit", {"action": "store_true", "help": "with --spike-mask, fit the neurons "
+        "with the mask inside their dynamics (their thresholds learn that only K spikes come) instead of "
+        "masking neurons fitted without it"}),
     (("--seed",), "seed", {"type": int, "help": "seed of the calibration sampling and the fitting minibatches"}),
 ]
 

@@ -45,6 +45,8 @@ class SpikingRuntime:
     prefix: "PrefixKV | None" = None
     state: "SpikingState | None" = None
     prefix_handle: Any = None
+    #: the early-spike mask k (Appendix D.7): every site but the exempt ones keeps its first k spikes
+    spike_mask: int | None = None
     #: caches the prefix hook filled, weakly keyed so a finished generation frees its cache
     caches: "weakref.WeakKeyDictionary[Any, CachePrefix]" = field(default_factory=weakref.WeakKeyDictionary)
 

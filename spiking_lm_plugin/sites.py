@@ -5,6 +5,8 @@ from __future__ import annotations
 LAYER_SITE_TYPES = ("attn_in", "q", "k", "v", "softmax", "o_in", "mlp_in", "gate_act", "up", "down_in")
 MODEL_SITE_TYPES = ("head_in",)
 ALL_SITE_TYPES = LAYER_SITE_TYPES + MODEL_SITE_TYPES
+#: sites the early-spike mask leaves alone (as the paper's released code does: the softmax map)
+MASK_EXEMPT_SITE_TYPES = ("softmax",)
 #: sites whose consumer is a linear layer: per-channel tau folds into that weight for free
 LINEAR_INPUT_SITE_TYPES = ("attn_in", "o_in", "mlp_in", "down_in", "head_in")
 #: sites that get a per-channel tau with ``tau="channel"``: at linear inputs it folds into the weight; at

@@ -36,7 +36,8 @@ def test_one_linear_with_known_spikes(mode):
     # the ANN does 4 x 3 MACs for the same layer
     assert meter.ann_mac - energy.NONLINEAR_MACS["rmsnorm"] * 4 == 12
     c = EnergyConstants()
-    assert meter.energy_j() == pytest.approx((meter.mac * c.e_mac_pj + meter.ac * c.e_ac_pj) * 1e-12)
+    # 4 values x T=2 neuron updates, each a compare and a subtract
+    assert meter.energy_j() == pytest.approx((meter.mac * c.e_mac_pj + meter.ac * c.e_ac_pj + 8 * c.e_neuron_pj) * 1e-12)
 
 
 def test_elementwise_product_counts():
@@ -163,3 +164,49 @@ def test_events_of_one_key_add_up_and_any_cost_model_prices_the_total():
     meter.cost_model = DoubleAC()
     assert meter.by_kind["q_proj"][1] == 54.0
     assert EnergyMeter(events=meter.events).by_kind["q_proj"][1] == 27.0     # the base model is untouched
+
+
+@pytest.mark.parametrize("size", [1536, 11008, 14336, 4096])
+def test_hadamard_macs_equal_a_count_of_the_transforms_operations(size):
+    """Every arithmetic op the online transform runs, counted from the torch operators it dispatches
+    (adds, subtracts, scalings per output element; m x k x n per matmul)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from spiking_lm_plugin.hadamard import online_transform
+
+    aten = torch.ops.aten
+    elementwise = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.mul.Scalar,
+                   aten.div.Scalar}
+
+    class Count(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in elementwise and args[0].numel() > 1:
+                Count.ops += out.numel()
+            elif func in (aten.mm.default, aten.bmm.default):
+                a, b = args[0], args[1]
+                Count.ops += a.numel() // a.shape[-1] * a.shape[-1] * b.shape[-1]
+            return out
+
+    transform = online_transform(size)
+    x = torch.randn(3, size, dtype=torch.float64)
+    transform.apply(x)                                   # the factor is built once, like a weight
+    with Count():
+        transform.apply(x)
+    assert Count.ops == transform.macs_per_element * x.numel()
+
+
+def test_the_fanout_rate_weights_each_spike_by_the_outputs_it_feeds():
+    """A site feeding 3 outputs fires 4 of 8 slots, one feeding 1 output fires 0 of 8: per slot 0.25,
+    per fan-out (4 x 3) / (8 x 3 + 8 x 1) = 0.375; analog inputs are not slots."""
+    meter = EnergyMeter()
+    meter.emit(energy.LinearOp("a", 4, 3, False, 2, tokens=1, spikes=4.0))
+    meter.emit(energy.LinearOp("b", 4, 1, False, 2, tokens=1, spikes=0.0))
+    meter.emit(energy.LinearOp("c", 4, 9, False, None, tokens=1))
+    meter.emit(energy.SiteFired("x", False, 4.0, 8.0))
+    meter.emit(energy.SiteFired("y", False, 0.0, 8.0))
+    summary = meter.summary()
+    assert summary["firing_rate"] == 0.25 and summary["firing_rate_fanout"] == pytest.approx(0.375)
+    assert summary["site_type_firing_rate"] == {"x": 0.5, "y": 0.0}

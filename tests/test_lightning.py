@@ -203,16 +203,16 @@ def test_convert_and_lightning_fit_identical_neurons_for_the_same_recipe(tmp_pat
     from spiking_lm_plugin.loading import load_base_model
 
     monkeypatch.setenv("SPIKING_LM_CACHE", str(tmp_path / "cache"))
-    for joint in (True, False):
-        out = tmp_path / f"lightning-{joint}"
-        _, module, dm = trainer_run(tmp_path, tiny_model_dir, [CheckpointExportCallback(str(out))],
-                                    fit={"joint": joint}, seed=3)
+    variants = [{"fit": {"joint": True}}, {"fit": {"joint": False}},
+                {"fit": {"joint": True}, "spike_mask": 2, "mask_in_fit": True}]     # the mask inside the fit
+    for i, recipe in enumerate(variants):
+        out = tmp_path / f"lightning-{i}"
+        _, module, dm = trainer_run(tmp_path, tiny_model_dir, [CheckpointExportCallback(str(out))], seed=3, **recipe)
         model, tokenizer, _ = load_base_model(str(tiny_model_dir))      # as the data module loads it
-        state = slm.convert(model, tiny_spiking(fit={"joint": joint}, seed=3), tokenizer=tokenizer,
-                            show_progress=False)
+        state = slm.convert(model, tiny_spiking(seed=3, **recipe), tokenizer=tokenizer, show_progress=False)
         lightning = load_file(str(out / "neurons.safetensors"))
         for key, value in state.neurons.items():
-            assert torch.equal(lightning[f"neurons.{key}"], value.cpu()), (joint, key)
+            assert torch.equal(lightning[f"neurons.{key}"], value.cpu()), (recipe, key)
         for name, tau in state.taus.items():
             assert torch.equal(lightning[f"tau.{name}"], tau.cpu()), name
         assert json.loads((out / "spiking_config.json").read_text())["config"] == state.config.to_dict()

@@ -48,7 +48,8 @@ def test_cli_runs_perplexity_and_multiple_choice_with_energy(spiking_run):
     energy = results["config"]["spiking"]
     assert energy["mode"] == "fused" and energy["tokens"] > 0
     assert energy["ac"] > 0 and energy["mac"] > 0 and 0 < energy["firing_rate"] < 1
-    assert energy["energy_j"] == pytest.approx((energy["mac"] * 4.6 + energy["ac"] * 0.9) * 1e-12)
+    assert energy["energy_j"] == pytest.approx((energy["mac"] * 4.6 + energy["ac"] * 0.9) * 1e-12 + energy["neuron_j"])
+    assert energy["neuron_j"] == pytest.approx(energy["neuron_steps"] * 1.8e-12) and energy["neuron_j"] > 0
     assert energy["ann_mac"] > energy["mac"] and "saving_vs_ann" in energy
     assert ppl["energy_uj_per_token,none"] > 0 and ppl["ac_per_token,none"] > 0
     assert "spiking-hf energy" in proc.stderr + proc.stdout
@@ -75,6 +76,17 @@ def test_fused_and_timestep_give_the_same_scores(tmp_path, tiny_model_dir, tiny_
                          ("spiking_enwiki_cloze", "acc,none")):
         assert timestep["results"][task][metric] == pytest.approx(fused["results"][task][metric], rel=1e-3)
     assert timestep["config"]["spiking"]["mode"] == "timestep"
+
+
+def test_the_spike_mask_model_arg_evaluates_one_checkpoint_with_fewer_spikes(tmp_path, tiny_model_dir,
+                                                                             tiny_checkpoint, spiking_run):
+    masked, proc = lm_eval(tmp_path, "spiking-hf", f"pretrained={tiny_model_dir},spiking={tiny_checkpoint},spike_mask=2",
+                           "spiking_enwiki_ppl_short,spiking_enwiki_cloze")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    energy, plain = masked["config"]["spiking"], spiking_run[0]["config"]["spiking"]
+    assert energy["spike_mask"] == 2 and plain["spike_mask"] is None
+    assert energy["tokens"] == plain["tokens"] and energy["ac"] < plain["ac"]
+    assert energy["firing_rate"] < plain["firing_rate"]
 
 
 @pytest.mark.parametrize("kind", ["missing", "not-a-checkpoint", "other-base", "truncated", "bad-mode"])

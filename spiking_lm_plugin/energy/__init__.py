@@ -5,12 +5,13 @@ The spiking wrappers emit op events (``events``) whose spike statistics are read
 joules when a report is read.
 """
 
-from .cost_model import NONLINEAR_MACS, CostModel, OpCost
-from .events import (HadamardOp, LinearOp, NonlinearOp, OpEvent, ProductOp, ScoresOp, SiteFired, TokensSeen,
-                     ValuesOp)
+from .cost_model import COST_MODELS, NONLINEAR_MACS, CostModel, OpCost, PaperCostModel, cost_model
+from .events import (HadamardOp, LinearOp, NonlinearOp, OpEvent, ProductOp, ScoresOp, SiteFired, SoftmaxOp,
+                     TokensSeen, ValuesOp)
 from .meter import EnergyConstants, EnergyMeter, SiteStats
-from .statistics import intervals, linear_op, nnz, product_op, scores_op, values_op
+from .statistics import intervals, linear_op, nnz, product_op, scores_op, softmax_op, values_op
 
-__all__ = ["NONLINEAR_MACS", "CostModel", "EnergyConstants", "EnergyMeter", "HadamardOp", "LinearOp",
-           "NonlinearOp", "OpCost", "OpEvent", "ProductOp", "ScoresOp", "SiteFired", "SiteStats", "TokensSeen",
-           "ValuesOp", "intervals", "linear_op", "nnz", "product_op", "scores_op", "values_op"]
+__all__ = ["COST_MODELS", "NONLINEAR_MACS", "CostModel", "EnergyConstants", "EnergyMeter", "HadamardOp", "LinearOp",
+           "NonlinearOp", "OpCost", "OpEvent", "PaperCostModel", "ProductOp", "ScoresOp", "SiteFired", "SiteStats",
+           "SoftmaxOp", "TokensSeen", "ValuesOp", "cost_model", "intervals", "linear_op", "nnz", "product_op",
+           "scores_op", "softmax_op", "values_op"]

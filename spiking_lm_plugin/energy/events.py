@@ -31,9 +31,11 @@ def _split_fields(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class OpEvent:
-    """Base: ``kind`` names the op in reports (``q_proj``, ``gate_product``, ``softmax``, ...)."""
+    """Base: ``kind`` names the op in reports (``q_proj``, ``gate_product``, ``softmax``, ...), ``layer``
+    the decoder layer it ran in (-1: outside the layers, e.g. lm_head)."""
 
     kind: str
+    layer: int = field(default=-1, kw_only=True)
 
     def key(self) -> tuple:
         return (type(self).__name__,) + tuple(getattr(self, name) for name in _split_fields(type(self))[0])
@@ -87,6 +89,11 @@ class ScoresOp(OpEvent):
     coincidences: Count = additive()
     query_spikes: Count = additive()
     key_spikes: Count = additive()
+    #: the same statistics over the full L x S rectangle (a convention that ignores the causal mask)
+    full_pairs: Count = additive()
+    query_fanout_full: Count = additive()
+    key_fanout_full: Count = additive()
+    coincidences_full: Count = additive()
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,9 @@ class ValuesOp(OpEvent):
     value_fanout: Count = additive()
     coincidences: Count = additive()
     value_spikes: Count = additive()
+    #: over the full L x S rectangle (masked probabilities are 0, so they add no spikes or coincidences)
+    full_pairs: Count = additive()
+    value_fanout_full: Count = additive()
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,14 @@ class NonlinearOp(OpEvent):
     ``kind`` is its name in ``NONLINEAR_MACS``."""
 
     numel: Count = additive()
+
+
+@dataclass(frozen=True)
+class SoftmaxOp(OpEvent):
+    """The attention softmax on integrated scores: ``pairs`` allowed entries of ``full_pairs``."""
+
+    pairs: Count = additive()
+    full_pairs: Count = additive()
 
 
 @dataclass(frozen=True)
@@ -123,9 +141,10 @@ class HadamardOp(OpEvent):
 
 @dataclass(frozen=True)
 class SiteFired(OpEvent):
-    """A site coded ``elements`` values with T steps each and fired ``spikes`` spikes; ``kind`` is the
-    site's name. Priced at nothing here: neurons feed the ops above."""
+    """A site's neurons ran ``slots`` element-steps (real elements x T: masked attention entries are not
+    neurons) and fired ``spikes`` spikes; ``kind`` is the site's name; ``masked``: under the early-spike mask."""
 
+    masked: bool = False
     spikes: Count = additive()
     slots: Count = additive()
 

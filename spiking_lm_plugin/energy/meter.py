@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cost_model import WORD_BITS, CostModel, OpCost
-from .events import OpEvent, SiteFired, TokensSeen
+from .events import LinearOp, OpEvent, SiteFired, TokensSeen
 
 
 @dataclass
@@ -18,19 +18,26 @@ class EnergyConstants:
         e_mac_pj: one 32-bit multiply-accumulate, in pJ.
         e_ac_pj: one 32-bit accumulate, in pJ.
         e_rw_pj: one 32-bit read or write, in pJ (a spike moves 1 bit: 1/32 of it).
+        e_neuron_pj: one neuron update per element-step (a compare and a subtract: two 32-bit adds at
+            0.9 pJ each, the same source). The paper does not state its E_neuron.
         read_write: whether reads and writes are part of the energy.
     """
 
     e_mac_pj: float = 4.6
     e_ac_pj: float = 0.9
     e_rw_pj: float = 5.0
+    e_neuron_pj: float = 1.8
     read_write: bool = False
 
-    def joules(self, mac: float, ac: float, rw_bits: float) -> float:
-        pj = mac * self.e_mac_pj + ac * self.e_ac_pj
-        if self.read_write:
-            pj += rw_bits / WORD_BITS * self.e_rw_pj
-        return pj * 1e-12
+    def parts(self, cost: OpCost, neuron_in_compute: bool = True) -> dict[str, float]:
+        """Joules of a cost: ``compute_j`` (MAC + AC), ``neuron_j``, ``read_write_j`` (0 when off)."""
+        neuron = neuron_in_compute or self.read_write
+        return {"compute_j": (cost.mac * self.e_mac_pj + cost.ac * self.e_ac_pj) * 1e-12,
+                "neuron_j": cost.neuron_steps * self.e_neuron_pj * 1e-12 if neuron else 0.0,
+                "read_write_j": cost.rw_bits / WORD_BITS * self.e_rw_pj * 1e-12 if self.read_write else 0.0}
+
+    def ann_parts(self, cost: OpCost) -> dict[str, float]:
+        return self.parts(OpCost(mac=cost.ann_mac, rw_bits=cost.ann_rw_bits))
 
 
 @dataclass
@@ -41,6 +48,16 @@ class SiteStats:
     @property
     def firing_rate(self) -> float:
         return self.spikes / self.slots if self.slots else 0.0
+
+
+def _by_site_type(sites: dict[str, SiteStats]) -> dict[str, float]:
+    """Firing rate per site type (``layers.3.up`` -> ``up``), pooled over layers."""
+    pooled: dict[str, SiteStats] = {}
+    for name, stats in sites.items():
+        kind = pooled.setdefault(name.rsplit(".", 1)[-1], SiteStats())
+        kind.spikes += stats.spikes
+        kind.slots += stats.slots
+    return {k: v.firing_rate for k, v in sorted(pooled.items())}
 
 
 @dataclass
@@ -96,6 +113,18 @@ class EnergyMeter:
         """kind -> [MAC, AC]."""
         return self._totals()[1]
 
+    def by_layer(self) -> dict[int, dict[str, list[float]]]:
+        """layer -> kind -> [MAC, AC] (layer -1: ops outside the decoder layers)."""
+        out: dict[int, dict[str, list[float]]] = {}
+        for event in self.events.values():
+            if isinstance(event, (SiteFired, TokensSeen)):
+                continue
+            cost = self.cost_model.cost(event.counts())
+            entry = out.setdefault(event.layer, {}).setdefault(event.kind, [0.0, 0.0])
+            entry[0] += cost.mac
+            entry[1] += cost.ac
+        return out
+
     @property
     def tokens(self) -> int:
         return int(sum(float(e.tokens) for e in self.events.values() if isinstance(e, TokensSeen)))
@@ -106,12 +135,17 @@ class EnergyMeter:
                 for e in self.events.values() if isinstance(e, SiteFired)}
 
     def energy_j(self) -> float:
-        t = self.total
-        return self.constants.joules(t.mac, t.ac, t.rw_bits)
+        return sum(self.constants.parts(self.total, self.cost_model.neuron_in_compute).values())
 
     def ann_energy_j(self) -> float:
-        t = self.total
-        return self.constants.joules(t.ann_mac, 0.0, t.ann_rw_bits)
+        return sum(self.constants.ann_parts(self.total).values())
+
+    def fanout_firing_rate(self) -> float:
+        """Spikes weighted by the outputs each one feeds, over the slots weighted the same way, at the inputs
+        of linear layers: the rate the AC count sees (the plain rate counts every slot alike)."""
+        fed = [e.counts() for e in self.events.values() if isinstance(e, LinearOp) and e.timesteps is not None]
+        slots = sum(e.tokens * e.in_features * e.timesteps * e.out_features for e in fed)
+        return sum(e.spikes * e.out_features for e in fed) / slots if slots else 0.0
 
     def firing_rate(self) -> float:
         sites = self.sites.values()
@@ -124,10 +158,17 @@ class EnergyMeter:
         tokens = self.tokens
         per = max(tokens, 1)
         c = self.constants
-        energy = c.joules(total.mac, total.ac, total.rw_bits)
-        ann_energy = c.joules(total.ann_mac, 0.0, total.ann_rw_bits)
+        parts = c.parts(total, self.cost_model.neuron_in_compute)
+        ann_parts = c.ann_parts(total)
+        energy, ann_energy = sum(parts.values()), sum(ann_parts.values())
         slots = sum(s.slots for s in sites.values())
         return {
+            "convention": self.cost_model.name,
+            **parts,
+            "ann_compute_j": ann_parts["compute_j"],
+            "ann_read_write_j": ann_parts["read_write_j"],
+            "neuron_steps": total.neuron_steps,
+            "firing_rate_fanout": self.fanout_firing_rate(),
             "tokens": tokens,
             "mac": total.mac,
             "ac": total.ac,
@@ -142,7 +183,9 @@ class EnergyMeter:
             "saving_vs_ann": 1.0 - energy / ann_energy if total.ann_mac else 0.0,
             "e_mac_pj": c.e_mac_pj,
             "e_ac_pj": c.e_ac_pj,
+            "e_neuron_pj": c.e_neuron_pj,
             "read_write": c.read_write,
             "by_kind": {k: {"mac": v[0], "ac": v[1]} for k, v in sorted(by_kind.items())},
             "site_firing_rate": {k: v.firing_rate for k, v in sorted(sites.items())},
+            "site_type_firing_rate": _by_site_type(sites),
         }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .events import Count, LinearOp, ProductOp, ScoresOp, ValuesOp
+from .events import Count, LinearOp, ProductOp, ScoresOp, SoftmaxOp, ValuesOp
 
 
 def nnz(t: torch.Tensor) -> torch.Tensor:
@@ -102,14 +102,20 @@ def scores_op(kind: str, q_frames, k_frames, allowed: torch.Tensor, heads: int, 
     if q_frames is not None:   # a batch-shared mask counts once per sequence
         allowed = allowed.expand(q_frames.shape[1], *allowed.shape[1:])
     pairs, keys_per_query, queries_per_key = _allowed_counts(allowed, heads)
+    batch, queries, keys = allowed.shape[0], allowed.shape[-2], allowed.shape[-1]
+    full = batch * heads * queries * keys
     if timesteps is None:
-        return ScoresOp(kind, head_dim, None, pairs)
+        return ScoresOp(kind, head_dim, None, pairs, full_pairs=full)
     qa, ka = q_frames.abs().to(torch.float32), k_frames.abs().to(torch.float32)
     kv_heads = ka.shape[2]
+    groups = heads // kv_heads
     term_q = (qa.sum(-1) * keys_per_query).sum(dtype=torch.float64)
     term_k = (ka.sum(-1) * _queries_per_key(queries_per_key, allowed, kv_heads, heads)).sum(dtype=torch.float64)
+    q_spikes, k_spikes = qa.sum(dtype=torch.float64), ka.sum(dtype=torch.float64)
+    # every query row meets every key row: (sum over queries) . (sum over keys), per key/value head
+    both_full = (_grouped(qa, kv_heads).sum((3, 4)) * ka.sum(-2)).sum(dtype=torch.float64)
     return ScoresOp(kind, head_dim, timesteps, pairs, term_q, term_k, _pair_products(qa, ka, allowed, heads),
-                    qa.sum(dtype=torch.float64), ka.sum(dtype=torch.float64))
+                    q_spikes, k_spikes, full, q_spikes * keys, k_spikes * queries * groups, both_full)
 
 
 def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int, head_dim: int,
@@ -119,8 +125,10 @@ def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int, 
     if v_frames is not None:   # a batch-shared mask counts once per sequence
         allowed = allowed.expand(v_frames.shape[1], *allowed.shape[1:])
     pairs, _, queries_per_key = _allowed_counts(allowed, heads)
+    batch, queries, keys = allowed.shape[0], allowed.shape[-2], allowed.shape[-1]
+    full = batch * heads * queries * keys
     if timesteps is None:
-        return ValuesOp(kind, head_dim, None, pairs)
+        return ValuesOp(kind, head_dim, None, pairs, full_pairs=full)
     va = v_frames.abs().to(torch.float32)
     kv_heads = va.shape[2]
     if p_columns is None:   # softmax outputs are >= 0: their frames are the magnitudes
@@ -129,5 +137,18 @@ def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int, 
     v_rows = va.sum(-1)                                            # [T, B, Hkv, S]
     term_v = (v_rows * _queries_per_key(queries_per_key, allowed, kv_heads, heads)).sum(dtype=torch.float64)
     p_per_key = _grouped(p_columns.to(torch.float32), kv_heads).sum(3)      # [T, B, Hkv, S]
+    v_spikes = va.sum(dtype=torch.float64)
     return ValuesOp(kind, head_dim, timesteps, pairs, outputs, p_per_key.sum(dtype=torch.float64), term_v,
-                    (p_per_key * v_rows).sum(dtype=torch.float64), va.sum(dtype=torch.float64))
+                    (p_per_key * v_rows).sum(dtype=torch.float64), v_spikes, full,
+                    v_spikes * queries * (heads // kv_heads))
+
+
+def softmax_op(allowed: torch.Tensor, heads: int) -> SoftmaxOp:
+    """The softmax over the allowed entries of a [B, 1|H, L, S] mask (and the rectangle they sit in)."""
+    pairs, _, _ = _allowed_counts(allowed, heads)
+    return SoftmaxOp("softmax", pairs, allowed.shape[0] * heads * allowed.shape[-2] * allowed.shape[-1])
+
+
+def allowed_entries(allowed: torch.Tensor, heads: int) -> torch.Tensor:
+    """How many entries of the attention map are real (what the softmax site's neurons code)."""
+    return _allowed_counts(allowed, heads)[0]

@@ -23,7 +23,7 @@ import torch
 from ..neurons import NeuronBank, NeuronSpec, SigmoidSurrogate
 from .fit_config import FitConfig
 from .objective import check_samples, evaluate, site_mse, site_scale
-from .registry import fitter_for, register_fitter
+from .registry import GRADIENT, fitter_for, fitter_name, register_fitter
 
 #: phase -> which parameter groups learn (index 0: thresholds/resets, 1: bases)
 PHASE_GROUPS = {"threshold": (True, False), "base": (False, True), "joint": (True, True)}
@@ -175,15 +175,24 @@ def fit_bank(bank: NeuronBank, samples: torch.Tensor, config: FitConfig | None =
 @register_fitter("gradient")
 def fit_by_gradient(spec: NeuronSpec, samples: torch.Tensor, config: FitConfig,
                     allocations: list[tuple[int, ...]] | None = None,
-                    progress: Callable[[int, int, str, float], None] | None = None) -> FitResult:
+                    progress: Callable[[int, int, str, float], None] | None = None,
+                    spike_caps: torch.Tensor | None = None) -> FitResult:
     """The fitter of every gradient-trained family: a new bank fitted by :class:`FitEngine`."""
-    bank = NeuronBank(spec, samples.shape[0], allocations).to(samples.device)
+    bank = NeuronBank(spec, samples.shape[0], allocations, spike_caps).to(samples.device)
     return fit_bank(bank, samples, config, progress)
 
 
 def fit_neurons(spec: NeuronSpec, samples: torch.Tensor, config: FitConfig | None = None,
                 allocations: list[tuple[int, ...]] | None = None,
-                progress: Callable[[int, int, str, float], None] | None = None) -> FitResult:
-    """Fit ``samples.shape[0]`` sites with the fitter ``spec``'s family registered (the one-call entry)."""
+                progress: Callable[[int, int, str, float], None] | None = None,
+                spike_caps: torch.Tensor | None = None) -> FitResult:
+    """Fit ``samples.shape[0]`` sites with the fitter ``spec``'s family registered (the one-call entry);
+    ``spike_caps`` [sites]: per-site spike budgets inside the dynamics while fitting (+inf: none)."""
     check_samples(samples)
-    return fitter_for(spec)(spec, samples, config or FitConfig(), allocations, progress)
+    fitter = fitter_for(spec)
+    if spike_caps is None:
+        return fitter(spec, samples, config or FitConfig(), allocations, progress)
+    if fitter_name(spec) != GRADIENT:
+        raise ValueError(f"the {spec.kind!r} neuron family is fitted by {fitter_name(spec)!r}, which does not "
+                         "take spike budgets; fit it without mask_in_fit")
+    return fitter(spec, samples, config or FitConfig(), allocations, progress, spike_caps=spike_caps)

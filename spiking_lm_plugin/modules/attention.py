@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..energy import NonlinearOp, TokensSeen, scores_op, values_op
+from ..energy import NonlinearOp, TokensSeen, scores_op, softmax_op, values_op
+from ..energy.statistics import allowed_entries
 from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask, repeat_kv
 from ..runtime import SpikingRuntime
 from .block import SpikingBlock
@@ -47,7 +48,7 @@ class SpikingAttention(SpikingBlock):
     def __init__(self, attn: nn.Module, layer: int, runtime: SpikingRuntime) -> None:
         super().__init__()
         cfg = attn.config
-        self.layer_idx = layer
+        self.layer_idx = self.layer = layer
         self.head_dim = attn.head_dim
         self.num_heads = cfg.num_attention_heads
         self.groups = attn.num_key_value_groups
@@ -66,8 +67,8 @@ class SpikingAttention(SpikingBlock):
         self.held_input = HeldSpikes(self.where)
         for name in INPUT_PROJECTIONS:
             if isinstance(getattr(attn, name, None), nn.Linear):
-                setattr(attn, name, SpikeFedLinear(getattr(attn, name), name, runtime, self.held_input.spikes_for))
-        attn.o_proj = SpikeFedLinear(attn.o_proj, "o_proj", runtime, self._o_input)
+                setattr(attn, name, SpikeFedLinear(getattr(attn, name), name, runtime, self.held_input.spikes_for, layer))
+        attn.o_proj = SpikeFedLinear(attn.o_proj, "o_proj", runtime, self._o_input, layer)
         self.attn = attn
 
     def input_linears(self) -> list[nn.Linear]:
@@ -106,7 +107,11 @@ class SpikingAttention(SpikingBlock):
         # values always go to every query head; frames only where the time-stepped products need them
         ks_rep, vs_rep = (ks.map(repeat), vs.map(repeat)) if timestep else (ks.map_value(repeat), vs.map_value(repeat))
 
-        allowed = allowed_pairs(attention_mask, q_len, k_len, q.device)
+        if q.is_meta:   # a count without weights (baseline energy): one unpadded causal sample, counted on the CPU
+            allowed = allowed_pairs(None, q_len, k_len, "cpu")
+            attention_mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+        else:
+            allowed = allowed_pairs(attention_mask, q_len, k_len, q.device)
         if attention_mask is None or attention_mask.dtype == torch.bool:
             additive = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
         else:
@@ -123,15 +128,17 @@ class SpikingAttention(SpikingBlock):
         if metering:
             self._emit(scores_op("qk", qs.frames, ks.frames, allowed, self.num_heads, self.head_dim,
                                  None if qs.analog else qs.d.numel()))
-            self._emit(NonlinearOp("softmax", bsz * self.num_heads * q_len * k_len))
+            self._emit(softmax_op(allowed, self.num_heads))
         if timestep and not qs.analog:
             probs = nonlinearity_steps(softmax, product_steps(qs, ks_rep, qk)).sum(0).to(q.dtype)
         else:
             probs = softmax(product(qs, ks_rep, qk, timestep=False))
+        # masked entries of the map are not neurons: the softmax site's slots are the allowed entries
+        entries = allowed_entries(allowed, self.num_heads) if metering else None
         if metering and not timestep:   # the P V count needs column sums only, not T full maps
-            ps = self._site_columns("softmax", probs)
+            ps = self._site_columns("softmax", probs, entries)
         else:
-            ps = self._site("softmax", probs.unsqueeze(-1), need).squeeze_last()
+            ps = self._site("softmax", probs.unsqueeze(-1), need, entries).squeeze_last()
         if metering:
             self._emit(values_op("pv", ps.frames, vs.frames, allowed, self.num_heads, self.head_dim,
                                  None if ps.analog else ps.d.numel(), p_columns=ps.columns))

@@ -3,6 +3,8 @@ the meter (docs/DESIGN.md, "Energy": compute here, counting in the cost model)."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -13,9 +15,10 @@ from .spike_ops import apply_linear, linear_steps
 
 
 class MeteredModule(nn.Module):
-    """Anything that computes under ``runtime`` and reports op events to its meter."""
+    """Anything that computes under ``runtime`` and reports op events to its meter, tagged with ``layer``."""
 
     runtime: SpikingRuntime
+    layer: int = -1
 
     def _meter(self) -> EnergyMeter | None:
         meter = self.runtime.meter
@@ -24,7 +27,7 @@ class MeteredModule(nn.Module):
     def _emit(self, event: OpEvent) -> None:
         meter = self._meter()
         if meter is not None:
-            meter.emit(event)
+            meter.emit(event if event.layer == self.layer else replace(event, layer=self.layer))
 
     @property
     def metering(self) -> bool:
@@ -39,16 +42,19 @@ class MeteredModule(nn.Module):
 class SpikingBlock(MeteredModule):
     sites: nn.ModuleDict
 
-    def _site(self, name: str, x: torch.Tensor, need_frames: bool) -> Spikes:
-        return self._fired(name, self.sites[name](x, need_frames=need_frames), x.numel())
+    def _site(self, name: str, x: torch.Tensor, need_frames: bool, elements=None) -> Spikes:
+        """Fire site ``name`` on ``x``; ``elements``: how many of x's values are real neurons (default all)."""
+        spikes = self.sites[name](x, need_frames=need_frames)
+        return self._fired(name, spikes, x.numel() if elements is None else elements)
 
-    def _site_columns(self, name: str, x: torch.Tensor) -> Spikes:
+    def _site_columns(self, name: str, x: torch.Tensor, elements=None) -> Spikes:
         """A metered fused map site (softmax): the value plus per-step column counts instead of frames."""
-        return self._fired(name, self.sites[name].code_with_columns(x), x.numel())
+        return self._fired(name, self.sites[name].code_with_columns(x), x.numel() if elements is None else elements)
 
-    def _fired(self, name: str, spikes: Spikes, numel: int) -> Spikes:
+    def _fired(self, name: str, spikes: Spikes, elements) -> Spikes:
         if self.metering and not spikes.analog:
-            self._emit(SiteFired(self.sites[name].name, spikes.events, numel * spikes.d.numel()))
+            site = self.sites[name]
+            self._emit(SiteFired(site.name, site.masked, spikes.events, elements * spikes.d.numel()))
         return spikes
 
     def _linear(self, proj: nn.Linear, spikes: Spikes, kind: str, tokens: int) -> torch.Tensor:

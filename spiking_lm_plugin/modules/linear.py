@@ -59,9 +59,9 @@ class SpikeFedLinear(MeteredModule):
     sum of per-step accumulations (timestep), with its op event on the meter."""
 
     def __init__(self, linear: nn.Linear, kind: str, runtime: SpikingRuntime,
-                 source: Callable[[torch.Tensor], Spikes]) -> None:
+                 source: Callable[[torch.Tensor], Spikes], layer: int = -1) -> None:
         super().__init__()
-        self.linear, self.kind, self.runtime = linear, kind, runtime
+        self.linear, self.kind, self.runtime, self.layer = linear, kind, runtime, layer
         self._source = source
 
     @property

@@ -46,6 +46,7 @@ class SpikingMLP(SpikingBlock):
             mlp.gate_proj, mlp.up_proj = split_linear(mlp.gate_up_proj, [inter, inter])
         self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
         self.runtime = runtime
+        self.layer = layer
         self.online_transform = None      # an OnlineTransform, set by model_surgery.apply_rotation
         hidden, inter = self.gate_proj.in_features, self.gate_proj.out_features
         prefix = f"layers.{layer}."

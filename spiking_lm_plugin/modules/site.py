@@ -9,6 +9,7 @@ from torch import nn
 
 from ..neurons.kernels import site_code, site_columns, site_frames
 from ..runtime import SpikingRuntime
+from ..sites import MASK_EXEMPT_SITE_TYPES, site_type
 
 
 @dataclass
@@ -67,6 +68,20 @@ class SpikeSite(nn.Module):
         return int(self.d.numel())
 
     @property
+    def masked(self) -> bool:
+        """Whether the runtime's early-spike mask applies here (Appendix D.7; the softmax map is exempt)."""
+        return self.runtime.spike_mask is not None and site_type(self.name) not in MASK_EXEMPT_SITE_TYPES
+
+    @property
+    def spike_cap(self) -> int | None:
+        """The most spikes per value: the neuron family's budget, tightened by the early-spike mask (only
+        the first k spikes are kept)."""
+        if not self.masked:
+            return self.max_spikes
+        mask = self.runtime.spike_mask
+        return mask if self.max_spikes is None else min(mask, self.max_spikes)
+
+    @property
     def ready(self) -> bool:
         return self.d.numel() > 0
 
@@ -87,7 +102,7 @@ class SpikeSite(nn.Module):
         mode = self.runtime.mode
         if not self.runtime.spiking or not self.ready:   # sites left out of the config stay analog
             return Spikes(x)
-        args = (x, self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.max_spikes)
+        args = (x, self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.spike_cap)
         if need_frames or mode == "timestep":
             value, frames, events = site_frames(*args)
             return Spikes(value, frames, self.d, self.tau.to(x.dtype), events)
@@ -99,7 +114,7 @@ class SpikeSite(nn.Module):
         P V without the T full frames). Analog when the site is off."""
         if not self.runtime.spiking or not self.ready:
             return Spikes(x)
-        args = (self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.max_spikes)
+        args = (self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.spike_cap)
         value, events = site_code(x[..., None], *args)      # the same kernel as the unmetered path
         return Spikes(value[..., 0], None, self.d, self.tau.to(x.dtype), events, site_columns(x, *args))
 

@@ -21,7 +21,8 @@ class NeuronBank(nn.Module):
     threshold by the same *relative* amount whether it codes the coarse or the finest step.
     """
 
-    def __init__(self, spec: NeuronSpec, num_sites: int, allocations: list[tuple[int, ...]] | None = None) -> None:
+    def __init__(self, spec: NeuronSpec, num_sites: int, allocations: list[tuple[int, ...]] | None = None,
+                 spike_caps: torch.Tensor | None = None) -> None:
         super().__init__()
         if num_sites < 1:
             raise ValueError("a neuron bank needs at least one site")
@@ -39,6 +40,10 @@ class NeuronBank(nn.Module):
         self.bases = nn.Parameter(torch.full((num_sites, grains), spec.base_init), requires_grad=spec.learn_bases)
         d0 = self.weights().detach()
         self.register_buffer("d0", d0.clone())
+        if spike_caps is not None and spike_caps.shape != (num_sites,):
+            raise ValueError(f"spike_caps must have one value per site ({num_sites}), got {tuple(spike_caps.shape)}")
+        #: per-site spike budget while fitting (+inf: none), e.g. the early-spike mask inside the dynamics
+        self.spike_caps = None if spike_caps is None else spike_caps.float()
         self.theta_rel = nn.Parameter(torch.ones(num_sites, T), requires_grad=spec.learn_thresholds)
         self.h_rel = nn.Parameter(torch.ones(num_sites, T), requires_grad=spec.learn_thresholds and not spec.tied)
 
@@ -68,6 +73,15 @@ class NeuronBank(nn.Module):
         self.theta_rel.clamp_(min=1e-3)
         self.h_rel.clamp_(min=1e-3)
 
+    def budget(self):
+        """What the dynamics take as ``max_spikes``: the family's budget, or per-site caps [sites, 1]."""
+        if self.spike_caps is None:
+            return self.spec.max_spikes
+        caps = self.spike_caps.to(self.d0.device)
+        if self.spec.max_spikes:
+            caps = caps.clamp(max=float(self.spec.max_spikes))
+        return caps[:, None]
+
     def forward(self, u: torch.Tensor, surrogate: StepSpikes | None = None) -> torch.Tensor:
         """SN(u) for normalized magnitudes ``u`` of shape [sites, N]. The surrogate's width is in units of
         each step's initial weight d0_t (z = (v - theta) / d0_t): one width in units of tau would blur the
@@ -77,7 +91,7 @@ class NeuronBank(nn.Module):
         d, theta, h = self.weights(), self.thresholds(), self.resets()
         cols = lambda p: [p[:, t : t + 1] for t in range(p.shape[1])]  # noqa: E731
         out, _ = phase_code(u, cols(theta), cols(h), cols(d), self.v0[:, None], levels=self.spec.levels,
-                            max_spikes=self.spec.max_spikes, surrogate=surrogate, surrogate_scale=cols(self.d0))
+                            max_spikes=self.budget(), surrogate=surrogate, surrogate_scale=cols(self.d0))
         return out
 
     @torch.no_grad()

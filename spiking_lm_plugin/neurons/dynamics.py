@@ -8,7 +8,8 @@ and output weights ``d_t`` (t = 1..T)::
     v_{t+1} = v_t - h_t s_t           (eq. 3, decoupled reset)
     SN(u) = sum_t d_t s_t             (eq. 7-8)
 
-Optional spike budget (``max_spikes``) gives the two-spike and TTFS neurons. ``theta``/``h``/``d`` are
+Optional spike budget (``max_spikes``: an int, or a tensor broadcasting against ``u`` with +inf for no
+budget) gives the two-spike and TTFS neurons and the early-spike mask inside a fit. ``theta``/``h``/``d`` are
 indexable by step and each item broadcasts against ``u`` (scalars for one site, ``[S, 1]`` columns
 when fitting ``S`` sites at once).
 """
@@ -36,7 +37,7 @@ def fire(v: torch.Tensor, theta_t, h_t, fired: torch.Tensor | None, levels: int,
     else:
         z = v - theta_t
         s = torch.clamp(torch.floor(z / h_t) + 1, 0, levels - 1)
-    if max_spikes:
+    if max_spikes is not None and (isinstance(max_spikes, torch.Tensor) or max_spikes > 0):
         fired = torch.zeros_like(v) if fired is None else fired
         s = s * (fired < max_spikes).to(s.dtype)
         fired = fired + (s > 0).to(s.dtype)

@@ -157,11 +157,11 @@ def site_columns(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | Non
 
 
 def coincidences(xa, site_a, xb, site_b) -> torch.Tensor:
-    """Spike coincidences of two sites (``SpikeSite``-like: tau, theta, h, v0, levels, max_spikes) on
+    """Spike coincidences of two sites (``SpikeSite``-like: tau, theta, h, v0, levels, spike_cap) on
     same-shape inputs."""
     if site_a.theta.numel() != site_b.theta.numel():
         raise ValueError("coincidences need two sites with the same number of steps")
     args = [_as_rows(xa), _channel_tau(site_a.tau, xa), site_a.theta, site_a.h, site_a.v0,
             _as_rows(xb), _channel_tau(site_b.tau, xb), site_b.theta, site_b.h, site_b.v0,
-            site_a.levels, site_a.max_spikes or 0]
+            site_a.levels, site_a.spike_cap or 0]
     return _call("coincidences", _coincidences, *args)
