@@ -73,6 +73,11 @@ SECTIONS = [
      "spikes come. Perplexity over 4,096 held-out enwiki tokens; ACs of one 512-token sample. The paper "
      "(LLaMA-3-8B, T = 6, grain 2, post-hoc): MAC & AC energy 10.44 -> 6.08 J (-42%), WikiText2 perplexity "
      "8.04 -> 8.82 (+9.7%; Tables 1, 14 and 16)."),
+    ("spike_pareto", "Perplexity vs energy: the spike penalty (energy-aware fit)",
+     "SmolLM2-135M, default recipe at one T, fitted with `--spike-penalty LAMBDA` (each site's coding error "
+     "plus lambda x its firing rate weighted by the outputs each spike feeds); `lambda 0` and the mask rows "
+     "come from the table above. Perplexity over 4,096 held-out enwiki tokens, ACs and energy (ours) of one "
+     "512-token sample. The curve: `bench/results/spike_pareto.png`."),
     ("fit_throughput", "Fitting throughput and neuron error on real SmolLM2 activations",
      "All 301 sites as one batched problem (16,384 samples each, 240 Adam steps of 4,096-sample minibatches). "
      "Target: the whole SmolLM2 fit under 60 s on 2 CPU cores. Paper: ~2 min per model on an A100. The "

@@ -12,6 +12,7 @@ $PY bench/speed.py
 $PY bench/energy.py
 $PY bench/energy_baseline.py
 $PY bench/spike_budget.py
+$PY bench/spike_pareto.py
 .venv/bin/spiking-lm convert --model smollm2-135m -T 8 --out bench/results/ckpt-t8 --quiet
 $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
 $PY bench/scale.py

@@ -61,7 +61,7 @@ class ActivationDataModule(pl.LightningDataModule):
                            "prefix", "prefix_eta", "prefix_max_tokens", "exclude_outlier_tokens", "seed")}
         recipe["headroom"] = self.config.headroom          # resolved: "auto" means another value at another T
         blob = json.dumps({"model": path, "weights": weights, "recipe": recipe, "dtype": self.hparams.dtype,
-                           "format": 2}, sort_keys=True)
+                           "format": 3}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def cache_path(self) -> Path:
@@ -77,7 +77,8 @@ class ActivationDataModule(pl.LightningDataModule):
         self.calibration = Calibration(tensors["samples"], taus, meta["site_names"], meta["tokens"], 0.0,
                                        meta.get("prefix", []), meta.get("bos_token_id"), meta.get("prefix_search", {}),
                                        transforms=meta.get("transforms", {}),
-                                       outlier_tokens_left_out=meta.get("outlier_tokens_left_out"))
+                                       outlier_tokens_left_out=meta.get("outlier_tokens_left_out"),
+                                       fanouts=meta.get("fanouts", {}))
         self.model_info = meta["model_info"]
         return True
 
@@ -94,7 +95,8 @@ class ActivationDataModule(pl.LightningDataModule):
                                                    "bos_token_id": calib.bos_token_id,
                                                    "prefix_search": calib.prefix_search,
                                                    "transforms": calib.transforms,
-                                                   "outlier_tokens_left_out": calib.outlier_tokens_left_out}))
+                                                   "outlier_tokens_left_out": calib.outlier_tokens_left_out,
+                                                   "fanouts": calib.fanouts}))
         if entry.exists():
             import shutil
             shutil.rmtree(entry)

@@ -46,6 +46,7 @@ class NeuronFitModule(pl.LightningModule):
     def setup(self, stage: str | None = None) -> None:
         if self.bank is not None:
             return
+        from spiking_lm_plugin.calibration.fanout import fanout_weights
         from spiking_lm_plugin.conversion import fit_spike_caps, searched_allocations
 
         datamodule = self.trainer.datamodule
@@ -57,7 +58,8 @@ class NeuronFitModule(pl.LightningModule):
         self.site_names = [datamodule.calibration.site_names[i] for i in self.shard]
         caps = fit_spike_caps(self.spiking, self.site_names)
         self.bank = NeuronBank(self.spec, samples.shape[0], searched_allocations(self.spiking, samples, self.spec), caps)
-        self.engine = FitEngine(self.bank, samples, self.fit_config)
+        weights = fanout_weights(datamodule.calibration.fanouts, datamodule.calibration.site_names)
+        self.engine = FitEngine(self.bank, samples, self.fit_config, None if weights is None else weights[self.shard])
         self.initial_loss = self.engine.best_loss.clone()
         # each rank owns its sites: DDP must neither broadcast nor all-reduce the bank
         self._ddp_params_and_buffers_to_ignore = [f"bank.{n}" for n, _ in self.bank.named_parameters()] + \

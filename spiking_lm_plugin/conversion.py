@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .calibration.fanout import fanout_weights
 from .calibration.stage import Calibration, calibrate
 from .config import SpikingConfig
 from .fitting import FitResult, fit_neurons, search_allocations
@@ -82,9 +83,10 @@ def _spike_rate(bank: NeuronBank, samples: torch.Tensor) -> torch.Tensor:
 
 
 def fit(samples: torch.Tensor, config: SpikingConfig, show_progress: bool = True,
-        site_names: list[str] | None = None) -> FitResult:
+        site_names: list[str] | None = None, fanouts: dict[str, float] | None = None) -> FitResult:
     """The fit stage: Alg. 2 (when ``allocation="search"``) then the neuron family's fitter, all sites at
-    once; ``site_names`` (the calibration's) are needed when the recipe fits with the mask inside."""
+    once. ``site_names`` (the calibration's) are needed when the recipe fits with the mask inside;
+    ``fanouts`` (``Calibration.fanouts``) weight the spike penalty per site."""
     spec = config.neuron_spec()
     if config.mask_in_fit and config.spike_mask is not None and site_names is None:
         raise ValueError("fitting with the early-spike mask inside (mask_in_fit) needs the site names")
@@ -94,7 +96,7 @@ def fit(samples: torch.Tensor, config: SpikingConfig, show_progress: bool = True
     with progress_bar(f"fitting {samples.shape[0]} sites", total, show_progress and total > 0) as advance:
         return fit_neurons(spec, samples, config.fit, allocations,
                            progress=lambda i, n, phase, loss: advance(1, f"{phase} loss {loss:.3g}"),
-                           spike_caps=caps)
+                           spike_caps=caps, site_weights=fanout_weights(fanouts or {}, site_names or []))
 
 
 def searched_allocations(config: SpikingConfig, samples: torch.Tensor,
@@ -143,7 +145,7 @@ def convert(model: nn.Module, config: SpikingConfig | None = None, calibration=N
     config = config or SpikingConfig()
     calib = calibrate(model, config, calibration, tokenizer, show_progress)
     t1 = time.perf_counter()
-    result = fit(calib.samples, config, show_progress, calib.site_names)
+    result = fit(calib.samples, config, show_progress, calib.site_names, calib.fanouts)
     state = build_state(config, calib, result, base_model or str(getattr(model.config, "_name_or_path", "")),
                         runtime_of(model).fingerprint, time.perf_counter() - t1)
     install(model, state)

@@ -107,6 +107,8 @@ RECIPE_FLAGS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--mask-in-fit",), "mask_in_fit", {"action": "store_true", "help": "with --spike-mask, fit the neurons "
         "with the mask inside their dynamics (their thresholds learn that only K spikes come) instead of "
         "masking neurons fitted without it"}),
+    (("--spike-penalty",), "fit.spike_penalty", {"type": float, "help": "lambda of the energy-aware fit: "
+        "coding error + lambda x each site's fan-out-weighted firing rate (0 = the paper's objective)"}),
     (("--seed",), "seed", {"type": int, "help": "seed of the calibration sampling and the fitting minibatches"}),
 ]
 

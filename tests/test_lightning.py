@@ -204,7 +204,8 @@ def test_convert_and_lightning_fit_identical_neurons_for_the_same_recipe(tmp_pat
 
     monkeypatch.setenv("SPIKING_LM_CACHE", str(tmp_path / "cache"))
     variants = [{"fit": {"joint": True}}, {"fit": {"joint": False}},
-                {"fit": {"joint": True}, "spike_mask": 2, "mask_in_fit": True}]     # the mask inside the fit
+                {"fit": {"joint": True}, "spike_mask": 2, "mask_in_fit": True},     # the mask inside the fit
+                {"fit": {"joint": True, "spike_penalty": 0.01}}]                     # the energy-aware fit
     for i, recipe in enumerate(variants):
         out = tmp_path / f"lightning-{i}"
         _, module, dm = trainer_run(tmp_path, tiny_model_dir, [CheckpointExportCallback(str(out))], seed=3, **recipe)

@@ -114,3 +114,28 @@ def test_a_fit_with_the_mask_inside_fits_every_masked_site_for_k_spikes():
     assert err_inside < err_posthoc
     with pytest.raises(ValueError, match="mask_in_fit needs a spike_mask"):
         slm.SpikingConfig(mask_in_fit=True)
+
+
+def test_the_spike_penalty_trades_coding_error_for_fewer_fanout_weighted_spikes():
+    from spiking_lm_plugin.calibration.fanout import fanout_weights
+    from spiking_lm_plugin.fitting.objective import evaluate
+
+    model = tiny_model()
+    calib = slm.calibrate(model, tiny_config(), random_windows(256), show_progress=False)
+    cfg = model.config
+    fan = calib.fanouts
+    assert fan["head_in"] == cfg.vocab_size and fan["layers.0.mlp_in"] == 2 * cfg.intermediate_size
+    assert fan["layers.0.attn_in"] == cfg.hidden_size + 2 * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
+    assert fan["layers.1.gate_act"] == 1 and fan["layers.1.softmax"] == cfg.hidden_size // cfg.num_attention_heads
+    weights = fanout_weights(fan, calib.site_names)
+    results = {}
+    for penalty in (0.0, 0.05):
+        config = tiny_config(fit=slm.FitConfig(rounds=2, threshold_steps=10, base_steps=5, batch_samples=1024,
+                                               spike_penalty=penalty))
+        bank = slm.fit(calib.samples, config, False, calib.site_names, fan).bank
+        _, spikes = bank.code(calib.samples)
+        results[penalty] = (float((spikes.mean(1) * weights).mean()), float(evaluate(bank, calib.samples).mean()))
+    assert results[0.05][0] < results[0.0][0]          # fewer fan-out-weighted spikes
+    assert results[0.05][1] > results[0.0][1]          # paid for in coding error
+    with pytest.raises(ValueError, match="spike_penalty"):
+        slm.FitConfig(spike_penalty=-1.0)

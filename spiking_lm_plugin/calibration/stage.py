@@ -11,6 +11,7 @@ from torch import nn
 from ..config import SpikingConfig
 from ..model_surgery import prepare, selected_sites
 from ..prefix import install_prefix
+from .fanout import site_fanouts
 from .normalize import normalized_samples
 from .prefix_choice import bos_token_id, resolve_prefix
 from .recording import record_activations
@@ -34,6 +35,7 @@ class Calibration:
     reservoirs: dict[str, SiteReservoir] | None = None   # the raw samples, to re-normalize for another recipe
     transforms: dict[str, str] = field(default_factory=dict)   # down_proj input size -> online transform used
     outlier_tokens_left_out: int | None = None   # None: the recipe keeps every token
+    fanouts: dict[str, float] = field(default_factory=dict)   # outputs one spike of each site feeds
 
     def for_config(self, config: SpikingConfig) -> "Calibration":
         """The same calibration normalized for ``config`` (another tau granularity or headroom, e.g. another T
@@ -64,5 +66,6 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
                                    config.seed, show_progress,
                                    config.prefix_eta if config.excludes_outliers else None)
     samples, taus = normalized_samples(recording.reservoirs, config)
+    fanouts = site_fanouts(model, names, int(windows.shape[-1]), len(prefix))
     return Calibration(samples, taus, names, int(windows.numel()), time.perf_counter() - t0, prefix, bos,
-                       search, windows, recording.reservoirs, transforms, recording.outlier_tokens_left_out)
+                       search, windows, recording.reservoirs, transforms, recording.outlier_tokens_left_out, fanouts)

@@ -22,7 +22,7 @@ import torch
 
 from ..neurons import NeuronBank, NeuronSpec, SigmoidSurrogate
 from .fit_config import FitConfig
-from .objective import check_samples, evaluate, site_mse, site_scale
+from .objective import check_samples, evaluate, site_mse, site_scale, spike_cost
 from .registry import GRADIENT, fitter_for, fitter_name, register_fitter
 
 #: phase -> which parameter groups learn (index 0: thresholds/resets, 1: bases)
@@ -61,15 +61,18 @@ class Minibatches:
 class FitEngine:
     """One gradient fit of ``bank`` on samples [sites, N]; :meth:`step` runs one step of the schedule."""
 
-    def __init__(self, bank: NeuronBank, samples: torch.Tensor, config: FitConfig) -> None:
+    def __init__(self, bank: NeuronBank, samples: torch.Tensor, config: FitConfig,
+                 site_weights: torch.Tensor | None = None) -> None:
         check_samples(samples)
         self.bank, self.samples, self.config = bank, samples, config
+        #: fan-out weight per site (mean 1) of the spike penalty; None: every site alike
+        self.site_weights = site_weights
         self.surrogate = SigmoidSurrogate(config.surrogate_beta)
         self.minibatches = Minibatches(samples, config.batch_samples, config.seed)
         self.opt_threshold = torch.optim.Adam([bank.theta_rel, bank.h_rel], lr=config.lr_threshold)
         self.opt_base = torch.optim.Adam([bank.bases], lr=config.lr_base)
         self.best = bank.export()
-        self.best_loss = evaluate(bank, samples, config.relative, config.bias_weight)
+        self.best_loss = self.evaluate()
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -105,10 +108,19 @@ class FitEngine:
         self.bank.h_rel.requires_grad_(thresholds and not spec.tied)
         self.bank.bases.requires_grad_(bases)
 
+    def evaluate(self) -> torch.Tensor:
+        """Per-site objective on all samples (exact steps), the spike cost included."""
+        c = self.config
+        return evaluate(self.bank, self.samples, c.relative, c.bias_weight, c.spike_penalty, self.site_weights)
+
     def loss(self, phase: str, batch: torch.Tensor) -> torch.Tensor:
         surrogate = None if phase == "base" else self.surrogate
-        approx = self.bank(batch, surrogate=surrogate)
-        return site_mse(approx, batch, site_scale(batch, self.config.relative), self.config.bias_weight).sum()
+        c = self.config
+        approx, spikes = self.bank.code(batch, surrogate=surrogate, spike_grad=bool(c.spike_penalty))
+        loss = site_mse(approx, batch, site_scale(batch, c.relative), c.bias_weight)
+        if c.spike_penalty:
+            loss = loss + spike_cost(spikes, self.bank.spec.timesteps, c.spike_penalty, self.site_weights)
+        return loss.sum()
 
     def step(self, step: int, batch: torch.Tensor | None = None,
              backward: Callable[[torch.Tensor], None] | None = None,
@@ -138,7 +150,7 @@ class FitEngine:
     @torch.no_grad()
     def end_round(self) -> float:
         """Evaluate on all samples and keep each site's best parameters by copy."""
-        loss = evaluate(self.bank, self.samples, self.config.relative, self.config.bias_weight)
+        loss = self.evaluate()
         better = loss < self.best_loss
         if better.any():
             current = self.bank.export()
@@ -154,10 +166,11 @@ class FitEngine:
 
 
 def fit_bank(bank: NeuronBank, samples: torch.Tensor, config: FitConfig | None = None,
-             progress: Callable[[int, int, str, float], None] | None = None) -> FitResult:
+             progress: Callable[[int, int, str, float], None] | None = None,
+             site_weights: torch.Tensor | None = None) -> FitResult:
     """Fit ``bank`` in place on normalized samples ``[sites, N]`` (u = |x| / tau)."""
     config = config or FitConfig()
-    engine = FitEngine(bank, samples, config)
+    engine = FitEngine(bank, samples, config, site_weights)
     initial = engine.best_loss.clone()
     result = FitResult(bank, initial, initial)
     for step in range(engine.total_steps):
@@ -176,23 +189,25 @@ def fit_bank(bank: NeuronBank, samples: torch.Tensor, config: FitConfig | None =
 def fit_by_gradient(spec: NeuronSpec, samples: torch.Tensor, config: FitConfig,
                     allocations: list[tuple[int, ...]] | None = None,
                     progress: Callable[[int, int, str, float], None] | None = None,
-                    spike_caps: torch.Tensor | None = None) -> FitResult:
+                    spike_caps: torch.Tensor | None = None, site_weights: torch.Tensor | None = None) -> FitResult:
     """The fitter of every gradient-trained family: a new bank fitted by :class:`FitEngine`."""
     bank = NeuronBank(spec, samples.shape[0], allocations, spike_caps).to(samples.device)
-    return fit_bank(bank, samples, config, progress)
+    return fit_bank(bank, samples, config, progress, site_weights)
 
 
 def fit_neurons(spec: NeuronSpec, samples: torch.Tensor, config: FitConfig | None = None,
                 allocations: list[tuple[int, ...]] | None = None,
                 progress: Callable[[int, int, str, float], None] | None = None,
-                spike_caps: torch.Tensor | None = None) -> FitResult:
+                spike_caps: torch.Tensor | None = None, site_weights: torch.Tensor | None = None) -> FitResult:
     """Fit ``samples.shape[0]`` sites with the fitter ``spec``'s family registered (the one-call entry);
-    ``spike_caps`` [sites]: per-site spike budgets inside the dynamics while fitting (+inf: none)."""
+    ``spike_caps`` [sites]: per-site spike budgets inside the dynamics while fitting (+inf: none);
+    ``site_weights`` [sites]: the fan-out weights of the spike penalty (``FitConfig.spike_penalty``)."""
     check_samples(samples)
+    config = config or FitConfig()
     fitter = fitter_for(spec)
-    if spike_caps is None:
-        return fitter(spec, samples, config or FitConfig(), allocations, progress)
+    if spike_caps is None and not config.spike_penalty:
+        return fitter(spec, samples, config, allocations, progress)
     if fitter_name(spec) != GRADIENT:
-        raise ValueError(f"the {spec.kind!r} neuron family is fitted by {fitter_name(spec)!r}, which does not "
-                         "take spike budgets; fit it without mask_in_fit")
-    return fitter(spec, samples, config or FitConfig(), allocations, progress, spike_caps=spike_caps)
+        raise ValueError(f"the {spec.kind!r} neuron family is fitted by {fitter_name(spec)!r}, which takes neither "
+                         "spike budgets nor a spike penalty; fit it without mask_in_fit and spike_penalty")
+    return fitter(spec, samples, config, allocations, progress, spike_caps=spike_caps, site_weights=site_weights)

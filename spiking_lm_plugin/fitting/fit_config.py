@@ -20,6 +20,9 @@ class FitConfig:
         relative: divide each site's MSE by its E[u^2], so every site weighs the same.
         bias_weight: weight of the squared mean error added to the MSE.
         joint: update theta, h and B together at every step; false: the paper's alternating Alg. 1.
+        spike_penalty: lambda of the energy-aware objective: each site's coding error plus lambda x its firing
+            rate, weighted by the outputs each of its spikes feeds (mean 1 over the sites); 0 = the paper's
+            objective.
         seed: seed of the minibatch draws.
     """
 
@@ -33,9 +36,12 @@ class FitConfig:
     relative: bool = True
     bias_weight: float = 0.0
     joint: bool = True
+    spike_penalty: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not self.spike_penalty >= 0:
+            raise ValueError(f"FitConfig.spike_penalty must be >= 0, got {self.spike_penalty}")
         for name in ("rounds", "threshold_steps", "base_steps", "batch_samples"):
             if getattr(self, name) < 0 or (name in ("rounds", "batch_samples") and getattr(self, name) < 1):
                 raise ValueError(f"FitConfig.{name} must be positive, got {getattr(self, name)}")

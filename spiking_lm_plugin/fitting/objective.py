@@ -31,7 +31,21 @@ def check_samples(samples: torch.Tensor) -> None:
         raise ValueError("samples contain NaN or Inf; fitting needs finite activations")
 
 
+def spike_cost(spikes: torch.Tensor, timesteps: int, penalty: float,
+               site_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The energy term of the objective [sites]: penalty x each site's spikes per value / T (its firing
+    rate), times its fan-out weight (the outputs each spike feeds, mean 1 over the sites)."""
+    rate = spikes.mean(dim=1) / timesteps
+    return penalty * (rate if site_weights is None else rate * site_weights.to(rate.device))
+
+
 @torch.no_grad()
-def evaluate(bank, samples: torch.Tensor, relative: bool = True, bias_weight: float = 0.0) -> torch.Tensor:
-    """Per-site objective of a neuron bank with the exact step function."""
-    return site_mse(bank(samples), samples, site_scale(samples, relative), bias_weight)
+def evaluate(bank, samples: torch.Tensor, relative: bool = True, bias_weight: float = 0.0,
+             spike_penalty: float = 0.0, site_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-site objective of a neuron bank with the exact step function (plus the spike cost when
+    ``spike_penalty`` > 0)."""
+    if not spike_penalty:
+        return site_mse(bank(samples), samples, site_scale(samples, relative), bias_weight)
+    approx, spikes = bank.code(samples)
+    return site_mse(approx, samples, site_scale(samples, relative), bias_weight) + \
+        spike_cost(spikes, bank.spec.timesteps, spike_penalty, site_weights)

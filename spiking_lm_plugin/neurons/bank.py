@@ -86,13 +86,18 @@ class NeuronBank(nn.Module):
         """SN(u) for normalized magnitudes ``u`` of shape [sites, N]. The surrogate's width is in units of
         each step's initial weight d0_t (z = (v - theta) / d0_t): one width in units of tau would blur the
         fine steps (at T = 8 the finest is tau/256) while suiting the coarse ones."""
+        return self.code(u, surrogate)[0]
+
+    def code(self, u: torch.Tensor, surrogate: StepSpikes | None = None,
+             spike_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(SN(u), spikes per value) [sites, N]; ``spike_grad``: the spike count is differentiable."""
         if u.shape[0] != self.num_sites:
             raise ValueError(f"expected samples for {self.num_sites} sites, got {u.shape[0]}")
         d, theta, h = self.weights(), self.thresholds(), self.resets()
         cols = lambda p: [p[:, t : t + 1] for t in range(p.shape[1])]  # noqa: E731
-        out, _ = phase_code(u, cols(theta), cols(h), cols(d), self.v0[:, None], levels=self.spec.levels,
-                            max_spikes=self.budget(), surrogate=surrogate, surrogate_scale=cols(self.d0))
-        return out
+        return phase_code(u, cols(theta), cols(h), cols(d), self.v0[:, None], levels=self.spec.levels,
+                          max_spikes=self.budget(), surrogate=surrogate, surrogate_scale=cols(self.d0),
+                          spike_grad=spike_grad)
 
     @torch.no_grad()
     def export(self) -> dict[str, torch.Tensor]:

@@ -77,14 +77,16 @@ def phase_code(
     max_spikes: int | None = None,
     surrogate: StepSpikes | None = None,
     surrogate_scale: Sequence[torch.Tensor] | None = None,
+    spike_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form SN(u) = sum_t d_t s_t and the spike count per element (sum of spike magnitudes)."""
+    """Closed-form SN(u) = sum_t d_t s_t and the spike count per element (sum of spike magnitudes);
+    ``spike_grad``: the count keeps the surrogate's gradient (for a spike penalty in the objective)."""
     out = torch.zeros_like(u)
     events = torch.zeros_like(u)
     for t, s in enumerate(spike_steps(u, theta, h, v0, levels=levels, max_spikes=max_spikes, surrogate=surrogate,
                                       surrogate_scale=surrogate_scale)):
         out = out + d[t] * s
-        events = events + s.detach()
+        events = events + (s if spike_grad else s.detach())
     return out, events
 
 

@@ -1,0 +1,83 @@
+"""Perplexity vs energy of the energy-aware fit: the spike penalty lambda (coding error + lambda x each
+site's fan-out-weighted firing rate) swept at one T, beside the early-spike mask after and inside the fit
+(from bench/results/spike_budget.json); a table and a PNG.
+    python bench/spike_pareto.py [--timesteps 6] [--penalties 0.003 0.01 0.03] [--eval-tokens 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import spiking_lm_plugin as slm
+from spiking_lm_plugin.energy import EnergyMeter
+
+from _common import OUT, eval_windows, load, perplexity, write
+
+
+def measure(model, sample, windows) -> tuple[float, float, float]:
+    meter = EnergyMeter()
+    with torch.no_grad(), model.spiking.use(mode="fused", meter=meter):
+        model(sample)
+        ppl = perplexity(model, windows)
+    summary = meter.summary()
+    return ppl, summary["ac"], summary["energy_j"]
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for kind, marker in (("penalty", "o"), ("mask", "s")):
+        pts = [(r["AC (G)"], r["ppl"], r["fit"]) for r in rows if r["kind"] == kind]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, linestyle="-" if kind == "penalty" else "",
+                    label="spike penalty (lambda)" if kind == "penalty" else "early-spike mask k = 2")
+            for x, y, label in pts:
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("ACs of one 512-token sample (G)")
+    ax.set_ylabel("held-out perplexity")
+    ax.set_title(f"SmolLM2-135M, T = {rows[0]['T']}: perplexity vs spikes")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--timesteps", type=int, default=6)
+    parser.add_argument("--penalties", type=float, nargs="+", default=[0.003, 0.01, 0.03])
+    parser.add_argument("--eval-tokens", type=int, default=4096)
+    args = parser.parse_args()
+    rows = []
+    budget = OUT / "spike_budget.json"
+    if budget.is_file():
+        for r in json.loads(budget.read_text())["rows"]:
+            if r["T"] == args.timesteps:
+                rows.append({"T": r["T"], "kind": "penalty" if r["mask"] == "no mask" else "mask",
+                             "fit": "lambda 0" if r["mask"] == "no mask" else r["mask"].split(", ")[1],
+                             "ppl": r["ppl"], "AC (G)": r["AC (G)"], "energy (mJ)": "-"})
+    for penalty in args.penalties:
+        model, tokenizer = load()
+        sample = eval_windows(tokenizer, 512)[:1]
+        windows = eval_windows(tokenizer, args.eval_tokens)
+        config = slm.SpikingConfig(timesteps=args.timesteps, fit=slm.FitConfig(spike_penalty=penalty))
+        slm.convert(model, config, tokenizer=tokenizer, show_progress=False)
+        ppl, ac, joules = measure(model, sample, windows)
+        rows.append({"T": args.timesteps, "kind": "penalty", "fit": f"lambda {penalty:g}", "ppl": ppl,
+                     "AC (G)": ac / 1e9, "energy (mJ)": joules * 1e3})
+        print(rows[-1], flush=True)
+    rows.sort(key=lambda r: (r["kind"] != "penalty", -r["AC (G)"]))
+    write("spike_pareto", rows, {"timesteps": args.timesteps, "eval_tokens": args.eval_tokens})
+    plot(rows, OUT / "spike_pareto.png")
+
+
+if __name__ == "__main__":
+    main()
