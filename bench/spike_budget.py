@@ -19,6 +19,7 @@ def measure(model, sample, windows) -> tuple[float, float]:
     meter = EnergyMeter()
     with torch.no_grad(), model.spiking.use(mode="fused", meter=meter):
         model(sample)
+    with model.spiking.use(mode="fused", meter=None):     # the evaluation is not metered
         ppl = perplexity(model, windows)
     return ppl, meter.summary()["ac"]
 

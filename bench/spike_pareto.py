@@ -22,6 +22,7 @@ def measure(model, sample, windows) -> tuple[float, float, float]:
     meter = EnergyMeter()
     with torch.no_grad(), model.spiking.use(mode="fused", meter=meter):
         model(sample)
+    with model.spiking.use(mode="fused", meter=None):     # the evaluation is not metered
         ppl = perplexity(model, windows)
     summary = meter.summary()
     return ppl, summary["ac"], summary["energy_j"]

@@ -153,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spiking-lm",
-        description="Convert LLaMA-family LLMs (LLaMA, Qwen2, Mistral) into spiking LLMs with distribution-aware "
+        description="Convert LLaMA-family LLMs (LLaMA, Qwen2/3, Mistral, Phi-3, OLMo-2, Gemma-2/3) into spiking LLMs with distribution-aware "
                     "multi-granularity phase coding, and evaluate them in lm-eval (`lm_eval --model spiking-hf`).")
     sub = parser.add_subparsers(dest="command", required=True)
 

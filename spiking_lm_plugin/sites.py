@@ -23,7 +23,7 @@ ARCHITECTURES = {
     "qwen2": "Qwen2 / Qwen2.5 (q/k/v biases)",
     "mistral": "Mistral (sliding window)",
     "qwen3": "Qwen3 (per-head q/k norms before RoPE)",
-    "phi3": "Phi-3 (fused qkv_proj and gate_up_proj split into weight views)",
+    "phi3": "Phi-3 (fused qkv_proj fed by the attention input site; gate_up_proj split into weight views)",
     "olmo2": "OLMo-2 (q/k norms over the projection, norms after the sublayers)",
     "gemma2": "Gemma-2 (GeGLU, attention logit soft-capping, sliding windows, pre/post norms)",
     "gemma3_text": "Gemma-3 text models (GeGLU, per-head q/k norms, sliding windows, pre/post norms)",

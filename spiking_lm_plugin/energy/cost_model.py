@@ -11,7 +11,7 @@ Rules (one per event type, linear in the event's counts):
   linear fed by spikes). Analog: one MAC per multiply.
 - Norms, softmax and gate activations act on integrated inputs: ``NONLINEAR_MACS`` per element, the same
   for ANN and SNN. The online Hadamard transform: its ``macs_per_element`` on analog values, both sides.
-  Embedding lookups are free; neuron membrane updates are not counted (as in the paper's eq. 18).
+  Embedding lookups are free.
 - Neurons: every element-step a neuron runs costs one neuron update (compare + subtract); under the
   early-spike mask one more (its counter compare), as eq. 60 charges the mask a second E_neuron.
 - Read/write (optional): every 32-bit activation read and result write counts 32 bits, a spike 1.
