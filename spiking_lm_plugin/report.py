@@ -29,7 +29,7 @@ def measure(model: Any, ids: torch.Tensor, convention: str = "ours") -> EnergyMe
 
 def maps(meter: EnergyMeter, layers: int) -> dict[str, Any]:
     """Firing rate [layer, site type] and AC share [layer, op] (the head counted as one more row)."""
-    site_types = [t for t in ALL_SITE_TYPES]
+    site_types = list(ALL_SITE_TYPES)
     rates = torch.full((layers + 1, len(site_types)), float("nan"))
     for name, stats in meter.sites.items():
         parts = name.split(".")
@@ -56,9 +56,16 @@ def write_png(data: dict[str, Any], title: str, path: Path) -> None:
     rows = data["rates"].shape[0]
     labels = [str(i) for i in range(rows - 1)] + ["head"]
     fig, axes = plt.subplots(1, 2, figsize=(13, max(4.0, 0.28 * rows + 2)))
-    for ax, values, columns, name in ((axes[0], data["rates"], data["site_types"], "firing rate per slot"),
-                                      (axes[1], data["ac_share"], data["ops"], "share of all ACs")):
-        image = ax.imshow(values.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+    from matplotlib.colors import LogNorm
+
+    share = data["ac_share"]
+    # the head's share dwarfs each layer's: a log scale keeps the layers readable
+    floor = float(share[share > 0].min()) if bool((share > 0).any()) else 1e-6
+    log_share = LogNorm(vmin=floor, vmax=max(float(share.max()), floor * 10))
+    for ax, values, columns, name, norm in (
+            (axes[0], data["rates"], data["site_types"], "firing rate per slot", None),
+            (axes[1], share.clamp(min=floor), data["ops"], "share of all ACs (log scale)", log_share)):
+        image = ax.imshow(values.numpy(), aspect="auto", cmap="viridis", interpolation="nearest", norm=norm)
         ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(rows), labels, fontsize=7)
         ax.set_ylabel("layer")
