@@ -50,6 +50,13 @@ class SiteStats:
         return self.spikes / self.slots if self.slots else 0.0
 
 
+def _pooled_rate(stats) -> float:
+    """Spikes over slots of several sites together."""
+    stats = list(stats)
+    slots = sum(s.slots for s in stats)
+    return sum(s.spikes for s in stats) / slots if slots else 0.0
+
+
 def _by_site_type(sites: dict[str, SiteStats]) -> dict[str, float]:
     """Firing rate per site type (``layers.3.up`` -> ``up``), pooled over layers."""
     pooled: dict[str, SiteStats] = {}
@@ -80,16 +87,27 @@ class EnergyMeter:
         self.events.clear()
 
     # ------------------------------------------------------------------ reading
-    def _totals(self) -> tuple[OpCost, dict[str, list[float]]]:
-        total, by_kind = OpCost(), {}
+    def _priced(self) -> tuple[OpCost, dict[int, dict[str, list[float]]]]:
+        """One pass over the events: the total cost and layer -> kind -> [MAC, AC] of the ops."""
+        total, by_layer = OpCost(), {}
         for event in self.events.values():
             cost = self.cost_model.cost(event.counts())
             total = total + cost
             if isinstance(event, (SiteFired, TokensSeen)):
                 continue
-            entry = by_kind.setdefault(event.kind, [0.0, 0.0])
+            entry = by_layer.setdefault(event.layer, {}).setdefault(event.kind, [0.0, 0.0])
             entry[0] += cost.mac
             entry[1] += cost.ac
+        return total, by_layer
+
+    def _totals(self) -> tuple[OpCost, dict[str, list[float]]]:
+        total, by_layer = self._priced()
+        by_kind: dict[str, list[float]] = {}
+        for kinds in by_layer.values():
+            for kind, (mac, ac) in kinds.items():
+                entry = by_kind.setdefault(kind, [0.0, 0.0])
+                entry[0] += mac
+                entry[1] += ac
         return total, by_kind
 
     @property
@@ -115,15 +133,7 @@ class EnergyMeter:
 
     def by_layer(self) -> dict[int, dict[str, list[float]]]:
         """layer -> kind -> [MAC, AC] (layer -1: ops outside the decoder layers)."""
-        out: dict[int, dict[str, list[float]]] = {}
-        for event in self.events.values():
-            if isinstance(event, (SiteFired, TokensSeen)):
-                continue
-            cost = self.cost_model.cost(event.counts())
-            entry = out.setdefault(event.layer, {}).setdefault(event.kind, [0.0, 0.0])
-            entry[0] += cost.mac
-            entry[1] += cost.ac
-        return out
+        return self._priced()[1]
 
     @property
     def tokens(self) -> int:
@@ -148,9 +158,7 @@ class EnergyMeter:
         return sum(e.spikes * e.out_features for e in fed) / slots if slots else 0.0
 
     def firing_rate(self) -> float:
-        sites = self.sites.values()
-        slots = sum(s.slots for s in sites)
-        return sum(s.spikes for s in sites) / slots if slots else 0.0
+        return _pooled_rate(self.sites.values())
 
     def summary(self) -> dict[str, Any]:
         total, by_kind = self._totals()
@@ -161,7 +169,6 @@ class EnergyMeter:
         parts = c.parts(total, self.cost_model.neuron_in_compute)
         ann_parts = c.ann_parts(total)
         energy, ann_energy = sum(parts.values()), sum(ann_parts.values())
-        slots = sum(s.slots for s in sites.values())
         return {
             "convention": self.cost_model.name,
             **parts,
@@ -176,7 +183,7 @@ class EnergyMeter:
             "mac_per_token": total.mac / per,
             "ac_per_token": total.ac / per,
             "energy_j_per_token": energy / per,
-            "firing_rate": sum(s.spikes for s in sites.values()) / slots if slots else 0.0,
+            "firing_rate": _pooled_rate(sites.values()),
             "ann_mac": total.ann_mac,
             "ann_energy_j": ann_energy,
             "ann_energy_j_per_token": ann_energy / per,

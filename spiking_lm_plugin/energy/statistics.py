@@ -45,6 +45,12 @@ def _allowed_counts(allowed: torch.Tensor, heads: int) -> tuple[torch.Tensor, to
     return a.sum(dtype=torch.float64) * per_head, a.sum(-1), a.sum(-2)
 
 
+def _rectangle(allowed: torch.Tensor, heads: int) -> tuple[int, int, int]:
+    """(queries, keys, entries of the full L x S rectangle over the batch and heads) of a mask."""
+    queries, keys = allowed.shape[-2], allowed.shape[-1]
+    return queries, keys, allowed.shape[0] * heads * queries * keys
+
+
 def _grouped(frames: torch.Tensor, kv_heads: int) -> torch.Tensor:
     """[T, B, H, ...] -> [T, B, Hkv, G, ...]: query heads grouped by the key/value head they read."""
     t, b, h = frames.shape[:3]
@@ -102,8 +108,7 @@ def scores_op(kind: str, q_frames, k_frames, allowed: torch.Tensor, heads: int, 
     if q_frames is not None:   # a batch-shared mask counts once per sequence
         allowed = allowed.expand(q_frames.shape[1], *allowed.shape[1:])
     pairs, keys_per_query, queries_per_key = _allowed_counts(allowed, heads)
-    batch, queries, keys = allowed.shape[0], allowed.shape[-2], allowed.shape[-1]
-    full = batch * heads * queries * keys
+    queries, keys, full = _rectangle(allowed, heads)
     if timesteps is None:
         return ScoresOp(kind, head_dim, None, pairs, full_pairs=full)
     qa, ka = q_frames.abs().to(torch.float32), k_frames.abs().to(torch.float32)
@@ -125,8 +130,7 @@ def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int, 
     if v_frames is not None:   # a batch-shared mask counts once per sequence
         allowed = allowed.expand(v_frames.shape[1], *allowed.shape[1:])
     pairs, _, queries_per_key = _allowed_counts(allowed, heads)
-    batch, queries, keys = allowed.shape[0], allowed.shape[-2], allowed.shape[-1]
-    full = batch * heads * queries * keys
+    queries, _, full = _rectangle(allowed, heads)
     if timesteps is None:
         return ValuesOp(kind, head_dim, None, pairs, full_pairs=full)
     va = v_frames.abs().to(torch.float32)
@@ -143,12 +147,13 @@ def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int, 
                     v_spikes * queries * (heads // kv_heads))
 
 
-def softmax_op(allowed: torch.Tensor, heads: int) -> SoftmaxOp:
-    """The softmax over the allowed entries of a [B, 1|H, L, S] mask (and the rectangle they sit in)."""
-    pairs, _, _ = _allowed_counts(allowed, heads)
-    return SoftmaxOp("softmax", pairs, allowed.shape[0] * heads * allowed.shape[-2] * allowed.shape[-1])
-
-
 def allowed_entries(allowed: torch.Tensor, heads: int) -> torch.Tensor:
     """How many entries of the attention map are real (what the softmax site's neurons code)."""
     return _allowed_counts(allowed, heads)[0]
+
+
+def softmax_op(allowed: torch.Tensor, heads: int, entries: Count | None = None) -> SoftmaxOp:
+    """The softmax over the allowed entries of a [B, 1|H, L, S] mask (``entries``: their count, when the
+    caller has it) and the rectangle they sit in."""
+    pairs = allowed_entries(allowed, heads) if entries is None else entries
+    return SoftmaxOp("softmax", pairs, _rectangle(allowed, heads)[2])

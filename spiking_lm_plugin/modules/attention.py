@@ -125,16 +125,16 @@ class SpikingAttention(SpikingBlock):
         softmax = lambda s: torch.softmax(capped(s * scaling) + additive, dim=-1,  # noqa: E731
                                           dtype=torch.promote_types(s.dtype, torch.float32)).to(s.dtype)
         qk = lambda a, b: torch.matmul(a, b.transpose(-1, -2))  # noqa: E731
+        # masked entries of the map are not neurons: the softmax site's slots are the allowed entries
+        entries = allowed_entries(allowed, self.num_heads) if metering else None
         if metering:
             self._emit(scores_op("qk", qs.frames, ks.frames, allowed, self.num_heads, self.head_dim,
                                  None if qs.analog else qs.d.numel()))
-            self._emit(softmax_op(allowed, self.num_heads))
+            self._emit(softmax_op(allowed, self.num_heads, entries))
         if timestep and not qs.analog:
             probs = nonlinearity_steps(softmax, product_steps(qs, ks_rep, qk)).sum(0).to(q.dtype)
         else:
             probs = softmax(product(qs, ks_rep, qk, timestep=False))
-        # masked entries of the map are not neurons: the softmax site's slots are the allowed entries
-        entries = allowed_entries(allowed, self.num_heads) if metering else None
         if metering and not timestep:   # the P V count needs column sums only, not T full maps
             ps = self._site_columns("softmax", probs, entries)
         else:
