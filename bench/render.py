@@ -78,6 +78,11 @@ SECTIONS = [
      "plus lambda x its firing rate weighted by the outputs each spike feeds); `lambda 0` and the mask rows "
      "come from the table above. Perplexity over 4,096 held-out enwiki tokens, ACs and energy (ours) of one "
      "512-token sample. The curve: `bench/results/spike_pareto.png`."),
+    ("spike_pareto_t8", "Perplexity vs energy at T = 8: the spike penalty against the paper's mask saving",
+     "As above at T = 8, plus `mask + penalty` (the k = 2 mask inside the fit and a penalty). The target: at "
+     "the paper's mask saving (AC -42%), a perplexity cost at most a third of the post-hoc mask's. Against "
+     "the unmasked T = 8 model (12.37 ppl, 212.7 G AC), the post-hoc mask saves 34.0% of the ACs at +139% "
+     "perplexity; compare each row's AC and ppl with those. The curve: `bench/results/spike_pareto_t8.png`."),
     ("fit_throughput", "Fitting throughput and neuron error on real SmolLM2 activations",
      "All 301 sites as one batched problem (16,384 samples each, 240 Adam steps of 4,096-sample minibatches). "
      "Target: the whole SmolLM2 fit under 60 s on 2 CPU cores. Paper: ~2 min per model on an A100. The "
@@ -85,9 +90,13 @@ SECTIONS = [
      "surrogate backward for all parameters, while Alg. 1's B steps need no surrogate and its theta/h steps "
      "no base gradient."),
     ("speed", "Conversion and execution speed (SmolLM2-135M, CPU)",
-     "Targets: conversion < 2 min; fused forward <= 1.5x the ANN. The timestep execution runs every op on T "
-     "spike frames in float64 accumulation: it is the faithful simulator, not a fast path. Calibration "
-     "includes the prefix search and runs every window after the prefix KV."),
+     "Ratios in one run. Targets: conversion <= 1.3x one plain ANN forward over the calibration tokens, the "
+     "fit <= 25% of the conversion, fused forward <= 1.5x the ANN, timestep <= T x the ANN. The timestep "
+     "execution runs every op on T spike frames (float32 steps for this float32 model; float64 ones for a "
+     "float64 model, where it equals the fused execution to 1e-10): it is the faithful simulator, not a fast "
+     "path; the fp32 rows show how far its logits are from the fused ones (a spike at a threshold flips "
+     "and the flip propagates). Calibration includes the prefix search and runs every window after the "
+     "prefix KV; the plain forward includes the lm_head, which calibration skips."),
     ("lm_eval_throughput", "lm-eval throughput: hf vs spiking-hf",
      "Same 4 documents of `spiking_enwiki_ppl_short`, after a warm-up document. Target: fused >= 0.7x hf. "
      "The energy meter's exact activation-activation counts are the difference between the two fused rows "

@@ -13,6 +13,7 @@ $PY bench/energy.py
 $PY bench/energy_baseline.py
 $PY bench/spike_budget.py
 $PY bench/spike_pareto.py
+$PY bench/spike_pareto.py --timesteps 8 --penalties 0.01 0.03 --masked-penalties 0.003 0.01
 .venv/bin/spiking-lm convert --model smollm2-135m -T 8 --out bench/results/ckpt-t8 --quiet
 $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
 $PY bench/scale.py

@@ -1,6 +1,7 @@
-"""Speed of SmolLM2-135M conversion and execution: wall time split (load / calibrate / fit / save),
-fitting throughput, forward time ANN vs fused vs timestep (ratios in one run), peak memory.
-    python bench/speed.py [--device cpu]
+"""Speed of SmolLM2-135M conversion and execution, as ratios measured in one run: the conversion against
+one plain ANN forward over the same number of calibration tokens; fused and timestep forwards (energy
+meter off and on) against the ANN at T = 6, 8, 10; how far the fp32 timestep logits are from the fused.
+    python bench/speed.py [--device cpu] [--calibration-tokens 16384] [--tokens 2048]
 """
 
 from __future__ import annotations
@@ -13,20 +14,70 @@ import time
 import torch
 
 import spiking_lm_plugin as slm
+from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.loading import load_base_model
 
 from _common import eval_windows, timed, write
 
 
-def forward_time(model, windows, repeats: int = 2) -> float:
-    with torch.no_grad():
-        model(windows[:1])       # warm-up (compiles the site kernels once)
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def forward_time(model, windows, mode: str, metered: bool = False, repeats: int = 1) -> float:
+    """Seconds per forward over ``windows`` in ``mode`` after one warm-up (which compiles the kernels)."""
+    meter = EnergyMeter() if metered else None
+    with model.spiking.use(mode=mode, meter=meter):
+        model(windows[:1, :64])
+        _sync(str(windows.device))
         t0 = time.perf_counter()
         for _ in range(repeats):
             model(windows)
-    if windows.is_cuda:
-        torch.cuda.synchronize()
+        if meter is not None:
+            meter.summary()          # reading the counts is part of metering
+        _sync(str(windows.device))
     return (time.perf_counter() - t0) / repeats
+
+
+@torch.no_grad()
+def plain_forward_time(model, tokenizer, tokens: int, batch: int, device: str) -> float:
+    """One ANN forward (logits included) over ``tokens`` held-out tokens in calibration-sized batches."""
+    windows = eval_windows(tokenizer, tokens).to(device)
+    with model.spiking.use(mode="ann", meter=None):
+        model(windows[:1, :64])
+        t0 = time.perf_counter()
+        for chunk in windows.split(batch):
+            model(chunk)
+        _sync(device)
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def timestep_agreement(model, window) -> dict[str, float]:
+    """fp32: the timestep logits against the fused ones on one window (relative norm, top-1 agreement)."""
+    with model.spiking.use(mode="fused", meter=None):
+        fused = model(window).logits.float()
+    with model.spiking.use(mode="timestep", meter=None):
+        stepped = model(window).logits.float()
+    return {"rel": float((stepped - fused).norm() / fused.norm()),
+            "top1": float((stepped.argmax(-1) == fused.argmax(-1)).float().mean())}
+
+
+def ratios(model, windows, timesteps: int, label: str) -> list[dict]:
+    """Forward times against the ANN on the same tokens (the timestep mode runs one window, scaled)."""
+    ann = forward_time(model, windows, "ann", repeats=2)
+    one = windows[:1]
+    ann_one = forward_time(model, one, "ann", repeats=2)
+    rows = [{"quantity": f"T = {timesteps}{label}: fused / ANN forward", "value": forward_time(model, windows, "fused", repeats=2) / ann},
+            {"quantity": f"T = {timesteps}{label}: fused metered / ANN forward",
+             "value": forward_time(model, windows, "fused", metered=True, repeats=2) / ann},
+            {"quantity": f"T = {timesteps}{label}: timestep / ANN forward (target <= T)",
+             "value": forward_time(model, one, "timestep") / ann_one},
+            {"quantity": f"T = {timesteps}{label}: timestep metered / ANN forward",
+             "value": forward_time(model, one, "timestep", metered=True) / ann_one}]
+    return rows
 
 
 def main() -> None:
@@ -40,29 +91,37 @@ def main() -> None:
     state = slm.convert(model, config, tokenizer=tokenizer, show_progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         _, save_s = timed(slm.save, model, tmp)
+    plain = plain_forward_time(model, tokenizer, args.calibration_tokens, config.batch_size, args.device)
     fit = config.fit
     steps = fit.total_steps
     sites = len(state.site_names)
+    conversion = state.fit["calibrate_s"] + state.fit["fit_s"]
     windows = eval_windows(tokenizer, args.tokens).to(args.device)
-    times = {}
-    for mode in ("ann", "fused", "timestep"):
-        slm.set_mode(model, mode)
-        timestep = mode == "timestep"
-        times[mode] = forward_time(model, windows[:1] if timestep else windows, 1 if timestep else 2)
-    times["timestep"] *= windows.shape[0]     # timestep ran one window: scale to the same tokens
+    agreement = timestep_agreement(model, windows[:1])
     rows = [
         {"quantity": "load (s)", "value": load_s},
         {"quantity": "calibrate (s)", "value": state.fit["calibrate_s"]},
         {"quantity": "fit (s)", "value": state.fit["fit_s"]},
         {"quantity": "save (s)", "value": save_s},
-        {"quantity": "conversion = calibrate + fit (s)", "value": state.fit["calibrate_s"] + state.fit["fit_s"]},
+        {"quantity": "conversion = calibrate + fit (s)", "value": conversion},
+        {"quantity": f"plain ANN forward over the {args.calibration_tokens} calibration tokens (s)", "value": plain},
+        {"quantity": "conversion / plain forward (target <= 1.3)", "value": conversion / plain},
+        {"quantity": "calibrate / plain forward", "value": state.fit["calibrate_s"] / plain},
+        {"quantity": "fit / conversion (target <= 0.25)", "value": state.fit["fit_s"] / conversion},
         {"quantity": "fit throughput (site-sample-steps / s)",
          "value": sites * fit.batch_samples * steps / state.fit["fit_s"]},
-        {"quantity": f"ANN forward, {windows.numel()} tokens (s)", "value": times["ann"]},
-        {"quantity": "fused / ANN forward time", "value": times["fused"] / times["ann"]},
-        {"quantity": "timestep / fused forward time", "value": times["timestep"] / times["fused"]},
-        {"quantity": "peak RSS (GB)", "value": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6},
+        {"quantity": f"ANN forward, {windows.numel()} tokens (s)", "value": forward_time(model, windows, "ann", repeats=2)},
     ]
+    rows += ratios(model, windows, 8, "")
+    rows += [{"quantity": "T = 8 fp32: timestep vs fused logits, relative norm", "value": agreement["rel"]},
+             {"quantity": "T = 8 fp32: timestep vs fused top-1 agreement", "value": agreement["top1"]}]
+    for timesteps in (6, 10):    # speed only: a small calibration is enough to time the executions
+        other, _, _ = load_base_model("smollm2-135m", args.device)
+        slm.convert(other, slm.SpikingConfig(timesteps=timesteps, calibration_tokens=2048), tokenizer=tokenizer,
+                    show_progress=False)
+        rows += ratios(other, windows, timesteps, " (2k-token calibration)")
+        del other
+    rows.append({"quantity": "peak RSS (GB)", "value": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6})
     write("speed", rows, {"device": args.device, "sites": sites, "fit_steps": steps,
                           "calibration_tokens": state.fit["calibration_tokens"]})
 

@@ -3,8 +3,7 @@
 Every other module reaches transformers' model internals through these helpers: the registration of the
 spiking attention function (``AttentionInterface``, with the eager mask format through
 ``AttentionMaskInterface``), the keyword a model takes its KV cache under (``past_key_values`` up to 5.23,
-``cache`` from 5.24), how a cache's per-layer tensors are read, the cache an output carries, and the GQA
-helper. A keyword reaching the attention function that looks like a cache or a mask and that this module
+``cache`` from 5.24), how a cache's per-layer tensors are read and the cache an output carries. A keyword reaching the attention function that looks like a cache or a mask and that this module
 does not know is refused with the installed version in the message: a cache must never be dropped
 silently (that gives wrong logits, not an error).
 """
@@ -19,11 +18,11 @@ import torch
 import transformers
 from transformers import AttentionInterface, AttentionMaskInterface, DynamicCache
 from transformers.cache_utils import Cache
-from transformers.models.llama.modeling_llama import LlamaModel, repeat_kv
+from transformers.models.llama.modeling_llama import LlamaModel
 
 __all__ = ["ATTENTION_NAME", "CACHE_KWARGS", "POSITION_KWARGS", "CompatibilityError", "cache_keyword",
            "cache_layers", "cache_of", "check_attention_kwargs", "check_attention_mask", "new_cache",
-           "output_cache", "repeat_kv", "shift_positions", "use_spiking_attention", "with_cache"]
+           "output_cache", "shift_positions", "use_spiking_attention", "with_cache"]
 
 VERSION: str = transformers.__version__
 

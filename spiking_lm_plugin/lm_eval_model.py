@@ -17,6 +17,7 @@ from lm_eval.models.huggingface import HFLM
 from .assets import resolve_model
 from .checkpoint import load
 from .checkpoint_files import CheckpointError, read_meta, verify_tensors
+from .counted_positions import ExpectedInputs, expected_inputs
 from .energy import EnergyConstants, EnergyMeter, cost_model
 from .model_surgery import attach
 
@@ -134,12 +135,37 @@ class SpikingHFLM(HFLM):
         self.meter = EnergyMeter(constants, enabled=bool(energy), cost_model=costs)
         model.spiking.meter = self.meter
 
+    _expected: ExpectedInputs | None = None
+    _rolling: bool = False
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        """HFLM's, with the inputs it will feed known to ``_model_call`` so padding (and a rolling window's
+        re-processed context) is left out of the energy (``counted_positions``)."""
+        if not self.meter.enabled or self.backend != "causal":
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        self._expected = expected_inputs(requests, self.max_length, scored_only=self._rolling)
+        try:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        finally:
+            self._expected = None
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        if self._expected is None or attn_mask is not None:
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        with self._model.spiking.use(counted_tokens=self._expected.positions(inps)):
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        """One request at a time, so each request's energy is known exactly; it travels on the result."""
+        """One request at a time, so each request's energy is known exactly; it travels on the result.
+        Its tokens are the document's: each is counted once, in the window that scores it."""
         results = []
         for request in requests:
             before = self.meter.summary()
-            (value,) = super().loglikelihood_rolling([request], disable_tqdm=True)
+            self._rolling = True
+            try:
+                (value,) = super().loglikelihood_rolling([request], disable_tqdm=True)
+            finally:
+                self._rolling = False
             after = self.meter.summary()
             tokens = max(after["tokens"] - before["tokens"], 1)
             results.append(MeteredLoglikelihood(value, {

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
+    import torch
+
     from .conversion import SpikingState
     from .energy import EnergyMeter
     from .prefix import PrefixKV
@@ -35,6 +37,23 @@ class CachePrefix:
     hidden_bos: Any = None
 
 
+@dataclass(frozen=True)
+class CountedTokens:
+    """Which positions of one forward's [B, L] input its energy counts (docs/DESIGN.md, "Energy").
+    ``counted``: the positions whose own compute counts (their row-wise ops and their attention queries);
+    ``present``: the real positions, read as keys and values by the counted queries (a rolling window's
+    re-processed context is present but not counted: it is read like a KV cache). The rest is padding,
+    computed and never counted."""
+
+    counted: "torch.Tensor"
+    present: "torch.Tensor"
+
+    def __post_init__(self) -> None:
+        if self.counted.shape != self.present.shape or self.counted.ndim != 2:
+            raise ValueError(f"counted {tuple(self.counted.shape)} and present {tuple(self.present.shape)} "
+                             "positions must both be [batch, length]")
+
+
 @dataclass(eq=False)
 class SpikingRuntime:
     mode: str = "ann"
@@ -47,6 +66,8 @@ class SpikingRuntime:
     prefix_handle: Any = None
     #: the early-spike mask k (Appendix D.7): every site but the exempt ones keeps its first k spikes
     spike_mask: int | None = None
+    #: the positions of the running forward whose energy counts (None: all); set with ``use``
+    counted_tokens: CountedTokens | None = None
     #: caches the prefix hook filled, weakly keyed so a finished generation frees its cache
     caches: "weakref.WeakKeyDictionary[Any, CachePrefix]" = field(default_factory=weakref.WeakKeyDictionary)
 
@@ -56,17 +77,21 @@ class SpikingRuntime:
         self.mode = mode
 
     @contextmanager
-    def use(self, mode: str | None = None, meter: "EnergyMeter | None" = _KEEP) -> Iterator["SpikingRuntime"]:
-        """Run a block under another mode and/or meter (``meter=None``: nothing counted); restored on exit."""
-        saved = self.mode, self.meter
+    def use(self, mode: str | None = None, meter: "EnergyMeter | None" = _KEEP,
+            counted_tokens: CountedTokens | None = _KEEP) -> Iterator["SpikingRuntime"]:
+        """Run a block under another mode, meter (``meter=None``: nothing counted) and/or counted positions;
+        restored on exit."""
+        saved = self.mode, self.meter, self.counted_tokens
         try:
             if mode is not None:
                 self.set_mode(mode)
             if meter is not _KEEP:
                 self.meter = meter
+            if counted_tokens is not _KEEP:
+                self.counted_tokens = counted_tokens
             yield self
         finally:
-            self.mode, self.meter = saved
+            self.mode, self.meter, self.counted_tokens = saved
 
     @property
     def spiking(self) -> bool:

@@ -45,10 +45,39 @@ def _allowed_counts(allowed: torch.Tensor, heads: int) -> tuple[torch.Tensor, to
     return a.sum(dtype=torch.float64) * per_head, a.sum(-1), a.sum(-2)
 
 
-def _rectangle(allowed: torch.Tensor, heads: int) -> tuple[int, int, int]:
-    """(queries, keys, entries of the full L x S rectangle over the batch and heads) of a mask."""
-    queries, keys = allowed.shape[-2], allowed.shape[-1]
-    return queries, keys, allowed.shape[0] * heads * queries * keys
+#: the query rows [B, L] and key columns [B, S] of an attention that count (docs/DESIGN.md, "Energy"):
+#: padding is neither, a rolling window's re-processed context is read as keys only; None: all count
+CountedPositions = tuple[torch.Tensor, torch.Tensor]
+
+
+def restrict(allowed: torch.Tensor, counted: CountedPositions | None) -> torch.Tensor:
+    """The allowed (query, key) pairs whose query and key both count."""
+    if counted is None:
+        return allowed
+    queries, keys = counted
+    return allowed & queries[:, None, :, None] & keys[:, None, None, :]
+
+
+def _rectangle(allowed: torch.Tensor, heads: int, counted: CountedPositions | None) -> tuple[Count, Count, Count]:
+    """(queries per sequence, keys per sequence, entries of the full queries x keys rectangles over the
+    batch and heads) of a [B, 1|H, L, S] mask; per-sequence counts are [B] tensors when ``counted`` is given."""
+    if counted is None:
+        queries, keys = allowed.shape[-2], allowed.shape[-1]
+        return queries, keys, allowed.shape[0] * heads * queries * keys
+    queries, keys = (c.sum(-1, dtype=torch.float64) for c in counted)
+    return queries, keys, heads * (queries * keys).sum()
+
+
+def _counted_frames(frames: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """Frames [T, B, H, N, ...] with the positions [B, N] that do not count zeroed."""
+    if positions is None:
+        return frames
+    return frames * positions[None, :, None, :, None].to(frames.dtype)
+
+
+def _per_sequence(frames: torch.Tensor) -> torch.Tensor:
+    """Spikes per sequence [B] of frames [T, B, ...]."""
+    return frames.transpose(0, 1).reshape(frames.shape[1], -1).sum(-1, dtype=torch.float64)
 
 
 def _grouped(frames: torch.Tensor, kv_heads: int) -> torch.Tensor:
@@ -102,49 +131,57 @@ def _queries_per_key(queries_per_key: torch.Tensor, allowed: torch.Tensor, kv_he
 
 
 def scores_op(kind: str, q_frames, k_frames, allowed: torch.Tensor, heads: int, head_dim: int,
-              timesteps: int | None) -> ScoresOp:
+              timesteps: int | None, counted: CountedPositions | None = None) -> ScoresOp:
     """Q K^T. Frames: Q [T, B, H, L, D], K [T, B, Hkv, S, D] (not repeated: a key spike fans out to every
-    query head of its group); ``allowed`` [B, 1|H, L, S] bool."""
+    query head of its group); ``allowed`` [B, 1|H, L, S] bool; ``counted``: see :data:`CountedPositions`."""
     if q_frames is not None:   # a batch-shared mask counts once per sequence
         allowed = allowed.expand(q_frames.shape[1], *allowed.shape[1:])
+    allowed = restrict(allowed, counted)
     pairs, keys_per_query, queries_per_key = _allowed_counts(allowed, heads)
-    queries, keys, full = _rectangle(allowed, heads)
+    queries, keys, full = _rectangle(allowed, heads, counted)
     if timesteps is None:
         return ScoresOp(kind, head_dim, None, pairs, full_pairs=full)
-    qa, ka = q_frames.abs().to(torch.float32), k_frames.abs().to(torch.float32)
+    rows, columns = (None, None) if counted is None else counted
+    qa = _counted_frames(q_frames.abs().to(torch.float32), rows)
+    ka = _counted_frames(k_frames.abs().to(torch.float32), columns)
     kv_heads = ka.shape[2]
     groups = heads // kv_heads
     term_q = (qa.sum(-1) * keys_per_query).sum(dtype=torch.float64)
     term_k = (ka.sum(-1) * _queries_per_key(queries_per_key, allowed, kv_heads, heads)).sum(dtype=torch.float64)
-    q_spikes, k_spikes = qa.sum(dtype=torch.float64), ka.sum(dtype=torch.float64)
+    q_spikes, k_spikes = _per_sequence(qa), _per_sequence(ka)
     # every query row meets every key row: (sum over queries) . (sum over keys), per key/value head
     both_full = (_grouped(qa, kv_heads).sum((3, 4)) * ka.sum(-2)).sum(dtype=torch.float64)
     return ScoresOp(kind, head_dim, timesteps, pairs, term_q, term_k, _pair_products(qa, ka, allowed, heads),
-                    q_spikes, k_spikes, full, q_spikes * keys, k_spikes * queries * groups, both_full)
+                    q_spikes.sum(), k_spikes.sum(), full, (q_spikes * keys).sum(),
+                    (k_spikes * queries).sum() * groups, both_full)
 
 
 def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int, head_dim: int,
-              timesteps: int | None, p_columns: torch.Tensor | None = None) -> ValuesOp:
+              timesteps: int | None, p_columns: torch.Tensor | None = None,
+              counted: CountedPositions | None = None) -> ValuesOp:
     """P V. Frames: P [T, B, H, L, S] (zero where masked) or, equivalently for the count, ``p_columns``
-    [T, B, H, S] = P's spikes summed over queries; V [T, B, Hkv, S, D] (not repeated)."""
+    [T, B, H, S] = P's spikes summed over the counted queries; V [T, B, Hkv, S, D] (not repeated);
+    ``counted``: see :data:`CountedPositions`."""
     if v_frames is not None:   # a batch-shared mask counts once per sequence
         allowed = allowed.expand(v_frames.shape[1], *allowed.shape[1:])
+    allowed = restrict(allowed, counted)
     pairs, _, queries_per_key = _allowed_counts(allowed, heads)
-    queries, _, full = _rectangle(allowed, heads)
+    queries, _, full = _rectangle(allowed, heads, counted)
     if timesteps is None:
         return ValuesOp(kind, head_dim, None, pairs, full_pairs=full)
-    va = v_frames.abs().to(torch.float32)
+    rows, columns = (None, None) if counted is None else counted
+    va = _counted_frames(v_frames.abs().to(torch.float32), columns)
     kv_heads = va.shape[2]
     if p_columns is None:   # softmax outputs are >= 0: their frames are the magnitudes
-        p_columns = p_frames.to(torch.float32).sum(-2)
-    outputs = float(p_columns.shape[1] * heads * allowed.shape[-2] * head_dim)
+        p_columns = _counted_frames(p_frames.to(torch.float32), rows).sum(-2)
+    outputs = heads * head_dim * (p_columns.shape[1] * queries if counted is None else queries.sum())
     v_rows = va.sum(-1)                                            # [T, B, Hkv, S]
     term_v = (v_rows * _queries_per_key(queries_per_key, allowed, kv_heads, heads)).sum(dtype=torch.float64)
     p_per_key = _grouped(p_columns.to(torch.float32), kv_heads).sum(3)      # [T, B, Hkv, S]
-    v_spikes = va.sum(dtype=torch.float64)
-    return ValuesOp(kind, head_dim, timesteps, pairs, outputs, p_per_key.sum(dtype=torch.float64), term_v,
-                    (p_per_key * v_rows).sum(dtype=torch.float64), v_spikes, full,
-                    v_spikes * queries * (heads // kv_heads))
+    v_spikes = _per_sequence(va)
+    return ValuesOp(kind, head_dim, timesteps, pairs, float(outputs) if counted is None else outputs,
+                    p_per_key.sum(dtype=torch.float64), term_v, (p_per_key * v_rows).sum(dtype=torch.float64),
+                    v_spikes.sum(), full, (v_spikes * queries).sum() * (heads // kv_heads))
 
 
 def allowed_entries(allowed: torch.Tensor, heads: int) -> torch.Tensor:
@@ -152,8 +189,9 @@ def allowed_entries(allowed: torch.Tensor, heads: int) -> torch.Tensor:
     return _allowed_counts(allowed, heads)[0]
 
 
-def softmax_op(allowed: torch.Tensor, heads: int, entries: Count | None = None) -> SoftmaxOp:
+def softmax_op(allowed: torch.Tensor, heads: int, entries: Count | None = None,
+               counted: CountedPositions | None = None) -> SoftmaxOp:
     """The softmax over the allowed entries of a [B, 1|H, L, S] mask (``entries``: their count, when the
-    caller has it) and the rectangle they sit in."""
-    pairs = allowed_entries(allowed, heads) if entries is None else entries
-    return SoftmaxOp("softmax", pairs, _rectangle(allowed, heads)[2])
+    caller has it) and the rectangle they sit in; ``counted``: see :data:`CountedPositions`."""
+    pairs = allowed_entries(restrict(allowed, counted), heads) if entries is None else entries
+    return SoftmaxOp("softmax", pairs, _rectangle(allowed, heads, counted)[2])

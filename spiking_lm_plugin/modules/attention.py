@@ -20,16 +20,26 @@ import torch
 from torch import nn
 
 from ..energy import NonlinearOp, TokensSeen, scores_op, softmax_op, values_op
-from ..energy.statistics import allowed_entries
-from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask, repeat_kv
+from ..energy.statistics import CountedPositions, allowed_entries, restrict
+from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask
 from ..runtime import SpikingRuntime
 from .block import SpikingBlock
 from .linear import HeldSpikes, SpikeFedLinear
 from .site import SpikeSite
-from .spike_ops import nonlinearity_steps, product, product_steps
+from .spike_ops import nonlinearity_of_accumulated, product, product_accumulated
 
 #: the projections reading the attention input, per family (Phi-3 fuses them)
 INPUT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "qkv_proj")
+
+
+def grouped_matmul(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """a [..., H, L, X] @ b [..., Hkv, X, Y] with query head h reading key/value head h // groups (GQA),
+    without repeating b: the heads of a group are stacked along L."""
+    if groups == 1:
+        return torch.matmul(a, b)
+    *lead, heads, rows, inner = a.shape
+    stacked = a.reshape(*lead, heads // groups, groups * rows, inner)
+    return torch.matmul(stacked, b).reshape(*lead, heads, rows, b.shape[-1])
 
 
 def allowed_pairs(mask: torch.Tensor | None, q_len: int, k_len: int, device) -> torch.Tensor:
@@ -80,16 +90,29 @@ class SpikingAttention(SpikingBlock):
         return self.attn.o_proj.linear
 
     def _o_input(self, x: torch.Tensor):
-        return self._site("o_in", x, need_frames=False)
+        return self._site("o_in", x, need_frames=False, rows=self._counted_rows(x))
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
+        rows = self._counted_rows(hidden_states)
         if self.metering:
             if self.layer_idx == 0:
-                self._emit(TokensSeen("tokens", hidden_states.numel() // hidden_states.shape[-1]))
-            self._emit(NonlinearOp("rmsnorm", hidden_states.numel()))
-        spikes = self._site("attn_in", hidden_states, need_frames=False)
+                self._emit(TokensSeen("tokens", self._tokens(hidden_states, rows)))
+            self._emit(NonlinearOp("rmsnorm", self._elements(hidden_states, rows)))
+        spikes = self._site("attn_in", hidden_states, need_frames=False, rows=rows)
         with self.held_input.holding(spikes):
             return self.attn(spikes.value, *args, spiking_block=self, **kwargs)
+
+    def _attention_counted(self, bsz: int, q_len: int, k_len: int) -> CountedPositions | None:
+        """(counted queries [B, L], counted keys [B, S]) of this forward: the cached keys (prefix and past
+        tokens) are read and counted, the new ones where present (docs/DESIGN.md, "Energy"); None: all."""
+        tokens = self.runtime.counted_tokens
+        if tokens is None or not self.metering:
+            return None
+        if tuple(tokens.counted.shape) != (bsz, q_len):
+            raise ValueError(f"the counted positions {tuple(tokens.counted.shape)} do not match an attention "
+                             f"over {(bsz, q_len)} queries")
+        cached = torch.ones(bsz, k_len - q_len, dtype=torch.bool, device=tokens.present.device)
+        return tokens.counted, torch.cat([cached, tokens.present], dim=1)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
                scaling: float, softcap: float | None) -> torch.Tensor:
@@ -99,13 +122,13 @@ class SpikingAttention(SpikingBlock):
         need = metering or timestep
         bsz, _, q_len, _ = q.shape
         k_len = k.shape[-2]
+        counted = self._attention_counted(bsz, q_len, k_len)
+        query_rows, key_rows = (None, None) if counted is None else (counted[0][:, None, :], counted[1][:, None, :])
         if metering and self.qk_norm:   # the new keys only: cached ones were normed when they came
-            self._emit(NonlinearOp("rmsnorm", q.numel() + bsz * k.shape[1] * q_len * self.head_dim))
-        qs = self._site("q", q, need)
-        ks, vs = self._site("k", k, need), self._site("v", v, need)
-        repeat = lambda t: repeat_kv(t, self.groups)  # noqa: E731
-        # values always go to every query head; frames only where the time-stepped products need them
-        ks_rep, vs_rep = (ks.map(repeat), vs.map(repeat)) if timestep else (ks.map_value(repeat), vs.map_value(repeat))
+            queries = bsz * q_len if counted is None else counted[0].sum()
+            self._emit(NonlinearOp("rmsnorm", queries * (self.num_heads + k.shape[1]) * self.head_dim))
+        qs = self._site("q", q, need, rows=query_rows)
+        ks, vs = self._site("k", k, need, rows=key_rows), self._site("v", v, need, rows=key_rows)
 
         if q.is_meta:   # a count without weights (baseline energy): one unpadded causal sample, counted on the CPU
             allowed = allowed_pairs(None, q_len, k_len, "cpu")
@@ -122,27 +145,31 @@ class SpikingAttention(SpikingBlock):
         def capped(scores: torch.Tensor) -> torch.Tensor:   # Gemma-2: cap * tanh(scores / cap), analog
             return scores if not softcap else torch.tanh(scores / softcap) * softcap
 
-        softmax = lambda s: torch.softmax(capped(s * scaling) + additive, dim=-1,  # noqa: E731
-                                          dtype=torch.promote_types(s.dtype, torch.float32)).to(s.dtype)
-        qk = lambda a, b: torch.matmul(a, b.transpose(-1, -2))  # noqa: E731
+        normalize = lambda s: torch.softmax(capped(s) + additive, dim=-1,  # noqa: E731
+                                            dtype=torch.promote_types(s.dtype, torch.float32)).to(s.dtype)
+        groups = self.groups
+        qk = lambda a, b: grouped_matmul(a, b.transpose(-1, -2), groups)  # noqa: E731
+        pv = lambda a, b: grouped_matmul(a, b, groups)  # noqa: E731
         # masked entries of the map are not neurons: the softmax site's slots are the allowed entries
-        entries = allowed_entries(allowed, self.num_heads) if metering else None
+        entries = allowed_entries(restrict(allowed, counted), self.num_heads) if metering else None
         if metering:
             self._emit(scores_op("qk", qs.frames, ks.frames, allowed, self.num_heads, self.head_dim,
-                                 None if qs.analog else qs.d.numel()))
-            self._emit(softmax_op(allowed, self.num_heads, entries))
-        if timestep and not qs.analog:
-            probs = nonlinearity_steps(softmax, product_steps(qs, ks_rep, qk)).sum(0).to(q.dtype)
+                                 None if qs.analog else qs.d.numel(), counted))
+            self._emit(softmax_op(allowed, self.num_heads, entries, counted))
+        if timestep and not qs.analog:   # the scaling goes on the query steps, not on T maps
+            scores = product_accumulated(qs, ks, lambda a, b: qk(a * scaling, b))
+            probs = nonlinearity_of_accumulated(normalize, scores).sum(0).to(q.dtype)
         else:
-            probs = softmax(product(qs, ks_rep, qk, timestep=False))
+            probs = normalize(product(qs, ks, qk, timestep=False) * scaling)
+        map_rows = None if query_rows is None else query_rows[..., None]     # [B, 1, L, 1]: the counted queries
         if metering and not timestep:   # the P V count needs column sums only, not T full maps
-            ps = self._site_columns("softmax", probs, entries)
+            ps = self._site_columns("softmax", probs, entries, rows=map_rows)
         else:
-            ps = self._site("softmax", probs.unsqueeze(-1), need, entries).squeeze_last()
+            ps = self._site("softmax", probs.unsqueeze(-1), need, entries, rows=map_rows).squeeze_last()
         if metering:
             self._emit(values_op("pv", ps.frames, vs.frames, allowed, self.num_heads, self.head_dim,
-                                 None if ps.analog else ps.d.numel(), p_columns=ps.columns))
-        return product(ps, vs_rep, torch.matmul, timestep).transpose(1, 2).contiguous()
+                                 None if ps.analog else ps.d.numel(), p_columns=ps.columns, counted=counted))
+        return product(ps, vs, pv, timestep).transpose(1, 2).contiguous()
 
 
 def spiking_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -82,5 +82,6 @@ class SpikeFedLinear(MeteredModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spikes = self._source(x)
-        self._emit_linear(self.linear, spikes, self.kind, x.numel() // x.shape[-1])
+        if self.metering:
+            self._emit_linear(self.linear, spikes, self.kind, self._tokens(x, self._counted_rows(x)))
         return apply_linear(self.linear, spikes)

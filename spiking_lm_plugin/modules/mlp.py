@@ -59,10 +59,11 @@ class SpikingMLP(SpikingBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         metering, timestep = self.metering, self.runtime.timestep
-        tokens = x.numel() // x.shape[-1]
+        rows = self._counted_rows(x)
+        tokens = self._tokens(x, rows)
         if metering:
-            self._emit(NonlinearOp("rmsnorm", x.numel()))
-        xs = self._site("mlp_in", x, need_frames=False)
+            self._emit(NonlinearOp("rmsnorm", self._elements(x, rows)))
+        xs = self._site("mlp_in", x, need_frames=False, rows=rows)
         if timestep and not xs.analog:
             steps = self._linear_steps(self.gate_proj, xs, "gate_proj", tokens)
             act = nonlinearity_steps(self.act, steps).sum(0).to(x.dtype)
@@ -72,22 +73,24 @@ class SpikingMLP(SpikingBlock):
         spiking = [self.runtime.spiking and self.sites[n].ready for n in ("gate_act", "up")]
         # the fused count needs no frames (coincidences come from a kernel) unless one operand is analog
         frames = timestep or (metering and spiking[0] != spiking[1])
-        a = self._site("gate_act", act, frames)
-        b = self._site("up", up, frames)
+        a = self._site("gate_act", act, frames, rows=rows)
+        b = self._site("up", up, frames, rows=rows)
+        elements = self._elements(act, rows)
         if metering:
-            self._emit(NonlinearOp(self.activation, act.numel()))
+            self._emit(NonlinearOp(self.activation, elements))
             both = None
             if all(spiking) and not timestep:
-                both = coincidences(act, self.sites["gate_act"], up, self.sites["up"])
+                both = coincidences(act, self.sites["gate_act"], up, self.sites["up"], rows)
             steps = next((s.d.numel() for s in (a, b) if not s.analog), None)
-            self._emit(product_op("gate_product", act.numel(), steps, a.frames, b.frames,
+            a_frames = a.frames if rows is None or a.frames is None else a.frames * rows[..., None]
+            self._emit(product_op("gate_product", elements, steps, a_frames, b.frames,
                                   None if a.analog else a.events, None if b.analog else b.events, both))
         prod = product(a, b, torch.mul, timestep)
         if self.online_transform is not None:
             prod = self.online_transform.apply(prod)
             if metering:
-                self._emit(HadamardOp("hadamard", self.online_transform.macs_per_element, prod.numel()))
-        p = self._site("down_in", prod, need_frames=False)
+                self._emit(HadamardOp("hadamard", self.online_transform.macs_per_element, elements))
+        p = self._site("down_in", prod, need_frames=False, rows=rows)
         return self._linear(self.down_proj, p, "down_proj", tokens)
 
 
@@ -105,7 +108,8 @@ class SpikingLMHead(SpikingBlock):
         return self.linear.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self._counted_rows(x)
         if self.metering:
-            self._emit(NonlinearOp("rmsnorm", x.numel()))
-        xs = self._site("head_in", x, need_frames=False)
-        return self._linear(self.linear, xs, "lm_head", x.numel() // x.shape[-1])
+            self._emit(NonlinearOp("rmsnorm", self._elements(x, rows)))
+        xs = self._site("head_in", x, need_frames=False, rows=rows)
+        return self._linear(self.linear, xs, "lm_head", self._tokens(x, rows))

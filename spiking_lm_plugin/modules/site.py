@@ -28,25 +28,19 @@ class Spikes:
     def analog(self) -> bool:
         return self.d is None
 
-    def weighted_frames(self) -> torch.Tensor:
-        """frames_t * d_t * tau, the contribution of each step (sums to ``value``)."""
+    def weighted_frames(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """frames_t * d_t * tau in ``dtype`` (default the frames'), the contribution of each step (sums to
+        ``value``); one pass over the frames."""
         assert self.frames is not None and self.d is not None
+        dtype = dtype or self.frames.dtype
         shape = (-1,) + (1,) * (self.frames.ndim - 1)
-        return self.frames * self.d.view(shape) * self.tau
+        return self.frames.to(dtype) * (self.d.to(dtype).view(shape) * self.tau.to(dtype))
 
     def squeeze_last(self) -> "Spikes":
         """Drop a trailing channel dim of size 1 (the softmax map is one channel), as views."""
         frames = None if self.frames is None else self.frames.squeeze(-1)
         return Spikes(self.value.squeeze(-1), frames, self.d, self.tau, self.events)
 
-    def map_value(self, fn) -> "Spikes":
-        """Re-index the value only (the frames keep their own layout for counting)."""
-        return Spikes(fn(self.value), None, self.d, self.tau, self.events)
-
-    def map(self, fn) -> "Spikes":
-        """Apply a pure re-indexing (view, transpose, repeat) to value and frames alike."""
-        frames = None if self.frames is None else torch.stack([fn(f) for f in self.frames])
-        return Spikes(fn(self.value), frames, self.d, self.tau, self.events)
 
 
 class SpikeSite(nn.Module):
@@ -96,27 +90,30 @@ class SpikeSite(nn.Module):
             raise ValueError(f"site {self.name}: tau must be > 0")
         self.levels, self.max_spikes = levels, max_spikes
 
-    def forward(self, x: torch.Tensor, need_frames: bool = False) -> Spikes:
+    def forward(self, x: torch.Tensor, need_frames: bool = False, rows: torch.Tensor | None = None) -> Spikes:
         """SN(x) (fused), SN(x) with its frames (timestep or ``need_frames``), or x itself (analog modes,
-        or a site the recipe left out). Calibration observes x through a forward hook."""
+        or a site the recipe left out); ``rows`` (bool, broadcastable to x.shape[:-1]): the values whose
+        spikes are counted in ``events`` (None: all). Calibration observes x through a forward hook."""
         mode = self.runtime.mode
         if not self.runtime.spiking or not self.ready:   # sites left out of the config stay analog
             return Spikes(x)
-        args = (x, self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.spike_cap)
+        args = (x, self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.spike_cap, rows)
         if need_frames or mode == "timestep":
             value, frames, events = site_frames(*args)
             return Spikes(value, frames, self.d, self.tau.to(x.dtype), events)
         value, events = site_code(*args)
         return Spikes(value, None, self.d, self.tau.to(x.dtype), events)
 
-    def code_with_columns(self, x: torch.Tensor) -> Spikes:
+    def code_with_columns(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> Spikes:
         """Fused SN(x) of a map [..., L, S] plus its spike counts per step and column (energy counting of
-        P V without the T full frames). Analog when the site is off."""
+        P V without the T full frames); ``rows`` (bool [..., L, 1], broadcastable to x): the query rows counted.
+        Analog when the site is off."""
         if not self.runtime.spiking or not self.ready:
             return Spikes(x)
         args = (self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.spike_cap)
-        value, events = site_code(x[..., None], *args)      # the same kernel as the unmetered path
-        return Spikes(value[..., 0], None, self.d, self.tau.to(x.dtype), events, site_columns(x, *args))
+        value, events = site_code(x[..., None], *args, rows=rows)      # the same kernel as the unmetered path
+        columns = site_columns(x, *args, rows=None if rows is None else rows[..., 0])
+        return Spikes(value[..., 0], None, self.d, self.tau.to(x.dtype), events, columns)
 
     def extra_repr(self) -> str:
         return f"{self.name}, channels={self.channels}, T={self.timesteps}, tau={'channel' if self.tau.numel() > 1 else 'tensor'}"

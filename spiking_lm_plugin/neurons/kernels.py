@@ -21,10 +21,16 @@ def _membrane(x: torch.Tensor, tau: torch.Tensor, v0: torch.Tensor) -> tuple[tor
     return xf, xf.abs() / tau + v0
 
 
+def _counted(events: torch.Tensor, rows: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The spike count over the rows that count for energy (``rows`` [N, 1] of 0/1; None: all)."""
+    return events.sum(dtype=dtype) if rows is None else (events * rows).sum(dtype=dtype)
+
+
 def _site_code(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
-               v0: torch.Tensor, levels: int, max_spikes: int):
+               v0: torch.Tensor, levels: int, max_spikes: int, rows: torch.Tensor | None = None):
     """(sign(x) tau SN(|x|/tau), spike count) for a site; ``max_spikes <= 0`` means no budget. An integer
-    spike of magnitude k counts k (k accumulations downstream), a binary spike 1."""
+    spike of magnitude k counts k (k accumulations downstream), a binary spike 1; ``rows``: which rows'
+    spikes are counted (padding is computed, never counted)."""
     xf, v = _membrane(x, tau, v0)
     code = torch.zeros_like(v)
     events = torch.zeros_like(v)
@@ -33,11 +39,11 @@ def _site_code(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch
         s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
         code = code + d[t] * s
         events = events + s          # spike magnitude: 1 per binary spike, k for an integer spike of k
-    return (torch.sign(xf) * tau * code).to(x.dtype), events.sum()
+    return (torch.sign(xf) * tau * code).to(x.dtype), _counted(events, rows)
 
 
 def _site_frames(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
-                 v0: torch.Tensor, levels: int, max_spikes: int):
+                 v0: torch.Tensor, levels: int, max_spikes: int, rows: torch.Tensor | None = None):
     """(value, signed spike frames [T, ...], number of spikes); value accumulates like :func:`_site_code`."""
     xf, v = _membrane(x, tau, v0)
     sign = torch.sign(xf)
@@ -49,28 +55,28 @@ def _site_frames(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: tor
         code = code + d[t] * s
         frames.append(s * sign)
     stacked = torch.stack(frames)
-    return (sign * tau * code).to(x.dtype), stacked.to(x.dtype), stacked.abs().sum()
+    return (sign * tau * code).to(x.dtype), stacked.to(x.dtype), _counted(stacked.abs(), rows)
 
 
 def _site_columns(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
-                  v0: torch.Tensor, levels: int, max_spikes: int):
+                  v0: torch.Tensor, levels: int, max_spikes: int, rows: torch.Tensor | None = None):
     """For a map ``x`` [M, L, S] (the softmax output): the spikes per key column and step [T, M, S], what
-    the P V energy count needs, without the T full frames. The value comes from :func:`_site_code`, so
-    metering never changes the model's output."""
+    the P V energy count needs, without the T full frames (``rows`` [M, L, 1]: the query rows counted).
+    The value comes from :func:`_site_code`, so metering never changes the model's output."""
     _, v = _membrane(x, tau, v0)
     fired = None
     columns = []
     for t in range(theta.shape[0]):
         s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
-        columns.append(s.sum(1))
+        columns.append((s if rows is None else s * rows).sum(1))
     return torch.stack(columns)
 
 
 def _coincidences(xa: torch.Tensor, tau_a: torch.Tensor, theta_a: torch.Tensor, h_a: torch.Tensor, v0_a: torch.Tensor,
                   xb: torch.Tensor, tau_b: torch.Tensor, theta_b: torch.Tensor, h_b: torch.Tensor, v0_b: torch.Tensor,
-                  levels: int, max_spikes: int):
+                  levels: int, max_spikes: int, rows: torch.Tensor | None = None):
     """sum_t |s_a(t)| |s_b(t)| of two same-shape sites (the nnz(A_t and B_t) term of an elementwise spike
-    product), without their T frames."""
+    product) over the counted ``rows``, without their T frames."""
     (_, va), (_, vb) = _membrane(xa, tau_a, v0_a), _membrane(xb, tau_b, v0_b)
     fired_a = fired_b = None
     both = torch.zeros_like(va)
@@ -78,7 +84,7 @@ def _coincidences(xa: torch.Tensor, tau_a: torch.Tensor, theta_a: torch.Tensor, 
         sa, va, fired_a = fire(va, theta_a[t], h_a[t], fired_a, levels, max_spikes)
         sb, vb, fired_b = fire(vb, theta_b[t], h_b[t], fired_b, levels, max_spikes)
         both = both + sa * sb
-    return both.sum(dtype=torch.float64)
+    return _counted(both, rows, torch.float64)
 
 
 _compiled: dict[str, object] = {}
@@ -136,32 +142,43 @@ def _channel_tau(tau: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return tau.expand(x.shape[-1] if x.ndim else 1).contiguous()
 
 
-def site_code(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None):
-    value, events = _call("code", _site_code, _as_rows(x), _channel_tau(tau, x), theta, h, d, v0, levels, max_spikes or 0)
+def _row_weights(rows: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """``rows`` (bool, broadcastable to x.shape[:-1]) as the [N, 1] 0/1 weights of x's rows."""
+    if rows is None:
+        return None
+    return rows.expand(x.shape[:-1]).reshape(-1, 1).to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+
+def site_code(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None, rows=None):
+    """``rows``: bool, broadcastable to ``x.shape[:-1]``, the values whose spikes are counted (None: all)."""
+    value, events = _call("code", _site_code, _as_rows(x), _channel_tau(tau, x), theta, h, d, v0, levels,
+                          max_spikes or 0, _row_weights(rows, x))
     return value.view(x.shape), events
 
 
-def site_frames(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None):
+def site_frames(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None, rows=None):
     value, frames, events = _call("frames", _site_frames, _as_rows(x), _channel_tau(tau, x), theta, h, d, v0, levels,
-                                  max_spikes or 0)
+                                  max_spikes or 0, _row_weights(rows, x))
     return value.view(x.shape), frames.view(-1, *x.shape), events
 
 
-def site_columns(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None):
-    """``x`` [..., L, S] of a one-channel site: spike counts per step and key column [T, ..., S]."""
+def site_columns(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None, rows=None):
+    """``x`` [..., L, S] of a one-channel site: spike counts per step and key column [T, ..., S] over the
+    query rows ``rows`` (bool, broadcastable to ``x.shape[:-1]``; None: all)."""
     if tau.numel() != 1:
         raise ValueError("column counts are for one-channel (per-tensor tau) sites")
-    rows = x.contiguous().view(-1, x.shape[-2], x.shape[-1])
-    columns = _call("columns", _site_columns, rows, tau.reshape(1), theta, h, d, v0, levels, max_spikes or 0)
+    maps = x.contiguous().view(-1, x.shape[-2], x.shape[-1])
+    weights = None if rows is None else _row_weights(rows, x).view(maps.shape[0], maps.shape[1], 1)
+    columns = _call("columns", _site_columns, maps, tau.reshape(1), theta, h, d, v0, levels, max_spikes or 0, weights)
     return columns.view(-1, *x.shape[:-2], x.shape[-1])
 
 
-def coincidences(xa, site_a, xb, site_b) -> torch.Tensor:
+def coincidences(xa, site_a, xb, site_b, rows=None) -> torch.Tensor:
     """Spike coincidences of two sites (``SpikeSite``-like: tau, theta, h, v0, levels, spike_cap) on
-    same-shape inputs."""
+    same-shape inputs, over the counted ``rows`` (bool, broadcastable to ``xa.shape[:-1]``; None: all)."""
     if site_a.theta.numel() != site_b.theta.numel():
         raise ValueError("coincidences need two sites with the same number of steps")
     args = [_as_rows(xa), _channel_tau(site_a.tau, xa), site_a.theta, site_a.h, site_a.v0,
             _as_rows(xb), _channel_tau(site_b.tau, xb), site_b.theta, site_b.h, site_b.v0,
-            site_a.levels, site_a.spike_cap or 0]
+            site_a.levels, site_a.spike_cap or 0, _row_weights(rows, xa)]
     return _call("coincidences", _coincidences, *args)
