@@ -27,10 +27,11 @@ def _sync(device: str) -> None:
 
 @torch.no_grad()
 def forward_time(model, windows, mode: str, metered: bool = False, repeats: int = 1) -> float:
-    """Seconds per forward over ``windows`` in ``mode`` after one warm-up (which compiles the kernels)."""
+    """Seconds per forward over ``windows`` in ``mode`` after one warm-up of the same shape (which compiles
+    the kernels for it: a batch of 1 and of 4 are different specializations)."""
     meter = EnergyMeter() if metered else None
     with model.spiking.use(mode=mode, meter=meter):
-        model(windows[:1, :64])
+        model(windows)
         _sync(str(windows.device))
         t0 = time.perf_counter()
         for _ in range(repeats):

@@ -76,8 +76,8 @@ def _counted_frames(frames: torch.Tensor, positions: torch.Tensor | None) -> tor
 
 
 def _per_sequence(frames: torch.Tensor) -> torch.Tensor:
-    """Spikes per sequence [B] of frames [T, B, ...]."""
-    return frames.transpose(0, 1).reshape(frames.shape[1], -1).sum(-1, dtype=torch.float64)
+    """Spikes per sequence [B] of frames [T, B, ...] (reduced in place of a transposed copy)."""
+    return frames.sum(dim=tuple(d for d in range(frames.ndim) if d != 1), dtype=torch.float64)
 
 
 def _grouped(frames: torch.Tensor, kv_heads: int) -> torch.Tensor:
