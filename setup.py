@@ -12,6 +12,9 @@ PTH = "spiking_lm_lmeval.pth"
 #: then a smoke on the newest releases allowed here and one on every lower bound below
 #: (scripts/smoke.sh). transformers and lm-eval are capped at the next major/minor series because we
 #: subclass and wrap their internals; the rest have tested lower bounds only.
+#: weight quantization (``weight_bits`` 8 / 4); optional: transformers imports torchao at every model load
+#: when it is installed, and its CUDA extensions log load failures on CPU-only torch builds
+QUANT = "torchao>=0.18,<0.19"
 INSTALL_REQUIRES = [
     "torch>=2.13",
     "transformers>=5.0,<6",
@@ -83,7 +86,8 @@ setup(
     py_modules=["spiking_lm_lmeval_hook"],
     package_data={"spiking_lm_plugin.tasks": ["*.yaml", "*_yaml", "*.py"], "spiking_lm_plugin.configs": ["*.yaml"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest>=8", "pytest-timeout"], "hadamard": ["fast-hadamard-transform"]},
+    extras_require={"dev": ["pytest>=8", "pytest-timeout", QUANT], "quant": [QUANT],
+                    "hadamard": ["fast-hadamard-transform"]},
     entry_points={
         "console_scripts": [
             "spiking-lm=spiking_lm_plugin.cli:main",

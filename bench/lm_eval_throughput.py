@@ -1,6 +1,7 @@
 """lm-eval throughput on SmolLM2-135M: `hf` vs `spiking-hf` fused (energy meter on and off) vs timestep,
-as ratios measured in one run on the same documents.
-    python bench/lm_eval_throughput.py --checkpoint DIR [--docs 4]
+and fused on weight-quantized checkpoints (``--quantized``: each checkpoint's torchao W8 / W4 recipe), as
+ratios measured in one run on the same documents.
+    python bench/lm_eval_throughput.py --checkpoint DIR [--quantized DIR ...] [--docs 4]
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import lm_eval
 from lm_eval.models.huggingface import HFLM
@@ -32,6 +34,7 @@ def run(lm, docs: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--quantized", nargs="*", default=[], help="weight-quantized checkpoints (fused rows)")
     parser.add_argument("--docs", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--variants", nargs="*", default=None,
@@ -47,6 +50,10 @@ def main() -> None:
         ("spiking-hf timestep", lambda: SpikingHFLM(pretrained=path, spiking=args.checkpoint, mode="timestep",
                                                     device=args.device)),
     ]
+    for ckpt in args.quantized:
+        bits = json.loads((Path(ckpt) / "spiking_config.json").read_text())["config"]["weight_bits"]
+        variants.append((f"spiking-hf fused, W{bits}",
+                         lambda ckpt=ckpt: SpikingHFLM(pretrained=path, spiking=ckpt, device=args.device)))
     rows = []
     for label, make in variants:
         if args.variants and label != "hf" and label not in args.variants:

@@ -83,6 +83,16 @@ SECTIONS = [
      "the paper's mask saving (AC -42%), a perplexity cost at most a third of the post-hoc mask's. Against "
      "the unmasked T = 8 model (12.37 ppl, 212.7 G AC), the post-hoc mask saves 34.0% of the ACs at +139% "
      "perplexity; compare each row's AC and ppl with those. The curve: `bench/results/spike_pareto_t8.png`."),
+    ("weight_bits", "Low-bit weights (paper Table 8)",
+     "SmolLM2-135M, decoder linears quantized by torchao (`IntxWeightOnlyConfig`, symmetric round-to-nearest: "
+     "W8 one scale per output row, W4 one per 32 inputs) after the rotation and before calibration. `ANN` is "
+     "the base model with those weights and no rotation or prefix (what a user compares with; `spiking=none,"
+     "weight_bits=N`); `analog reference` adds the prefix and rotation, then quantizes, sites analog. "
+     "Perplexity over 20,480 held-out enwiki tokens; accuracy on the first 40 cloze questions (through "
+     "`spiking-hf`, the recipe re-applied from the checkpoint); energy of one 512-token sample in the paper's "
+     "convention with read/write (eq. 59/60), weights read at their width. Targets: T = 8 within 1% of the "
+     "ANN at W8, within 3% at W4. The paper (LLaMA-2-7B, T = 8, WikiText2; fp16 ANN 5.47): W8 7.56 / 7.25, "
+     "W4 8.91 / 8.41 at grains 2 / 3 (+38% / +63% over the fp16 ANN at grain 2)."),
     ("fit_throughput", "Fitting throughput and neuron error on real SmolLM2 activations",
      "All 301 sites as one batched problem (16,384 samples each, 240 Adam steps of 4,096-sample minibatches). "
      "Target: the whole SmolLM2 fit under 60 s on 2 CPU cores. Paper: ~2 min per model on an A100. The "

@@ -58,7 +58,8 @@ class ActivationDataModule(pl.LightningDataModule):
         recipe = {k: v for k, v in self.config.to_dict().items()
                   if k in ("calibration_text", "calibration_tokens", "sequence_length", "samples_per_site",
                            "sites", "tau", "headroom_sites", "rotation", "online_transform",
-                           "prefix", "prefix_eta", "prefix_max_tokens", "exclude_outlier_tokens", "seed")}
+                           "prefix", "prefix_eta", "prefix_max_tokens", "exclude_outlier_tokens", "seed",
+                           "weight_bits", "weight_group_size")}
         recipe["headroom"] = self.config.headroom          # resolved: "auto" means another value at another T
         blob = json.dumps({"model": path, "weights": weights, "recipe": recipe, "dtype": self.hparams.dtype,
                            "format": 3}, sort_keys=True)
@@ -78,7 +79,7 @@ class ActivationDataModule(pl.LightningDataModule):
                                        meta.get("prefix", []), meta.get("bos_token_id"), meta.get("prefix_search", {}),
                                        transforms=meta.get("transforms", {}),
                                        outlier_tokens_left_out=meta.get("outlier_tokens_left_out"),
-                                       fanouts=meta.get("fanouts", {}))
+                                       fanouts=meta.get("fanouts", {}), weights=meta.get("weights", {}))
         self.model_info = meta["model_info"]
         return True
 
@@ -96,7 +97,7 @@ class ActivationDataModule(pl.LightningDataModule):
                                                    "prefix_search": calib.prefix_search,
                                                    "transforms": calib.transforms,
                                                    "outlier_tokens_left_out": calib.outlier_tokens_left_out,
-                                                   "fanouts": calib.fanouts}))
+                                                   "fanouts": calib.fanouts, "weights": calib.weights}))
         if entry.exists():
             import shutil
             shutil.rmtree(entry)

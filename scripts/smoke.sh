@@ -29,6 +29,6 @@ if [ "$before" != "$after" ]; then
   echo "smoke.sh: installing spiking-lm replaced torch $before with $after" >&2; exit 1
 fi
 "$VENV/bin/python" -m pip list 2>/dev/null |
-  grep -iE '^(torch|transformers|lm.eval|pytorch-lightning|torchmetrics|jsonargparse|accelerate|safetensors|rich|gguf|matplotlib) ' |
+  grep -iE '^(torch|torchao|transformers|lm.eval|pytorch-lightning|torchmetrics|jsonargparse|accelerate|safetensors|rich|gguf|matplotlib) ' |
   tr -s ' ' | paste -sd ',' | sed "s/^/smoke ($which): /"
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m smoke tests

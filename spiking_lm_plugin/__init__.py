@@ -12,6 +12,10 @@ The public names load on first use (PEP 562), so ``spiking-lm --help`` starts wi
 
 from importlib import import_module
 
+from .known_noise import drop_known_noise
+
+drop_known_noise()
+
 _PUBLIC = {
     "CheckpointError": ".checkpoint", "load": ".checkpoint", "save": ".checkpoint",
     "SpikingConfig": ".config",

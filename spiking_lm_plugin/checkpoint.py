@@ -48,6 +48,7 @@ def write_checkpoint(directory: str | os.PathLike, state: SpikingState, architec
         "sites": state.site_names,
         "fit": state.fit,
         "prefix": {"tokens": list(state.prefix), "bos_token_id": state.bos_token_id},
+        "weights": dict(state.weights),
     }
     tensors = {f"neurons.{k}": v.contiguous().cpu() for k, v in state.neurons.items()}
     tensors.update({f"tau.{name}": tau.contiguous().cpu() for name, tau in state.taus.items()})
@@ -58,6 +59,23 @@ def write_checkpoint(directory: str | os.PathLike, state: SpikingState, architec
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
 
     return write_directory(directory, write)
+
+
+def check_weights(directory: Path, recorded: dict, applied: dict) -> None:
+    """Refuse quantized weights other than the ones the neurons were fitted on (the recipe re-applied by
+    another library version, or a model quantized another way)."""
+    if recorded.get("fingerprint") == applied.get("fingerprint"):
+        return
+    if not recorded or not applied:
+        def bits(record: dict) -> str:
+            return f"W{record['bits']}" if record else "16-bit"
+        raise CheckpointError(f"checkpoint {directory} was fitted on {bits(recorded)} weights, but the model "
+                              f"has {bits(applied)} weights: load the base model unquantized")
+    raise CheckpointError(
+        f"checkpoint {directory} was fitted on W{recorded['bits']} weights quantized by {recorded['library']} "
+        f"{recorded['version']} (fingerprint {recorded['fingerprint'][:12]}), but {applied['library']} "
+        f"{applied['version']} quantizes this base model to other weights (fingerprint "
+        f"{applied['fingerprint'][:12]}): install {recorded['library']}=={recorded['version']}")
 
 
 def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") -> SpikingState:
@@ -80,6 +98,7 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
     if recorded and recorded != used:
         raise CheckpointError(f"checkpoint {directory} was fitted behind the online transforms {recorded}, but "
                               f"this spiking-lm builds {used}; use the spiking-lm version that wrote it")
+    check_weights(directory, meta.get("weights", {}), runtime.weights)
     expected = selected_sites(model, config)
     stored = list(meta["sites"])
     if stored != expected:
@@ -106,7 +125,8 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
         raise CheckpointError(f"checkpoint {directory}: prefix tokens {tokens} are not ids of this model's "
                               f"vocabulary ({vocab} tokens)")
     state = SpikingState(config, NeuronSpec.from_dict(meta["neuron"]), stored, neurons, taus,
-                         base["name"], base["fingerprint"], meta.get("fit", {}), tokens, prefix.get("bos_token_id"))
+                         base["name"], base["fingerprint"], meta.get("fit", {}), tokens, prefix.get("bos_token_id"),
+                         dict(meta.get("weights", {})))
     try:
         install(model, state)
     except ValueError as exc:

@@ -37,6 +37,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     config = recipe_from_args(args)
     out = check_output_path(args.out, args.overwrite)      # before minutes of loading and fitting
+    if config.weight_recipe is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("torchao") is None:
+            raise ValueError("--weight-bits 8 or 4 needs torchao: pip install 'spiking-lm[quant]'")
     from . import convert, save
     from .loading import load_base_model
     from .progress import console
@@ -55,6 +60,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
                   + (f"layer-wise {layerwise:.1f}s, " if layerwise is not None else "") + f"save {save_s:.2f}s")
     for size, transform in state.fit.get("online_transforms", {}).items():
         console.print(f"down_proj input {size}: {transform}")
+    if state.weights:
+        w = state.weights
+        console.print(f"decoder linears quantized to W{w['bits']} "
+                      + ("per channel" if w["group_size"] is None else f"in groups of {w['group_size']}")
+                      + f" by {w['library']} {w['version']} before calibration")
     if state.prefix:
         console.print(f"prefix tokens {state.prefix} (their KV is computed once and every input runs after it)")
     left_out = state.fit.get("outlier_tokens_left_out")
@@ -74,6 +84,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     summary["sites"] = len(meta["sites"])
     summary["prefix"] = meta.get("prefix", {"tokens": []})
     summary["fit"] = {k: v for k, v in meta.get("fit", {}).items() if not isinstance(v, list)}
+    summary["weights"] = meta.get("weights") or "as loaded (not quantized)"
     summary["tensors"] = meta.get("tensors", {"verified": "against the file's own header"})
     print(json.dumps(summary, indent=1))
     return 0

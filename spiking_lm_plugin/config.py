@@ -9,6 +9,7 @@ from .fitting.fit_config import FitConfig
 from .layerwise_config import LayerwiseConfig
 from .neurons.spec import PRESETS, NeuronSpec, validate_allocation, validate_steps
 from .sites import ALL_SITE_TYPES, HEADROOM_SITE_TYPES, validate_site_types
+from .weight_recipe import WeightRecipe, validate_weight_recipe
 
 
 #: ``tau_headroom="auto"``: this headroom from T = 8 steps up, none below (measured on SmolLM2, see docs/BENCHMARKS.md)
@@ -62,6 +63,10 @@ class SpikingConfig:
         mask_in_fit: with ``spike_mask``, fit the neurons with the mask inside their dynamics, so the
             thresholds learn that only k spikes come (false: the paper's post-hoc mask on neurons fitted
             without it).
+        weight_bits: 16 (the model's weights as loaded), 8 or 4: the decoder linears quantized by torchao
+            after the rotation folding and before calibration (paper Table 8); embeddings and head stay.
+        weight_group_size: one scale per this many input channels of a weight row; None = per output row at
+            8 bits and groups of 32 at 4 bits; "channel" = per output row.
         seed: seed of the calibration sampling (and, from the command lines, of the fit).
     """
 
@@ -89,6 +94,8 @@ class SpikingConfig:
     layerwise: LayerwiseConfig | None = None
     spike_mask: int | None = None
     mask_in_fit: bool = False
+    weight_bits: int = 16
+    weight_group_size: Any = None
     seed: int = 0
 
     def _set(self, name: str, value: Any) -> None:
@@ -143,6 +150,7 @@ class SpikingConfig:
             raise ValueError(f"spike_mask must be None or an integer >= 1 (spikes kept per value), got {self.spike_mask!r}")
         if self.mask_in_fit and self.spike_mask is None:
             raise ValueError("mask_in_fit needs a spike_mask (the k the neurons are fitted for)")
+        validate_weight_recipe(self.weight_bits, self.weight_group_size)
         for name in ("calibration_tokens", "sequence_length", "batch_size", "samples_per_site"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -160,6 +168,11 @@ class SpikingConfig:
         if self.tau_headroom == "auto":
             return AUTO_HEADROOM if self.timesteps >= AUTO_HEADROOM_MIN_STEPS else 1.0
         return float(self.tau_headroom)
+
+    @property
+    def weight_recipe(self) -> "WeightRecipe | None":
+        """The resolved weight recipe (None: 16-bit weights, not quantized)."""
+        return WeightRecipe.from_config(self.weight_bits, self.weight_group_size)
 
     def neuron_spec(self) -> NeuronSpec:
         overrides = {"allocation": self.allocation} if isinstance(self.allocation, tuple) else {}

@@ -44,6 +44,7 @@ class SpikingState:
     fit: dict = field(default_factory=dict)   # timings, losses, allocations
     prefix: list[int] = field(default_factory=list)   # the prefixed outlier tokens (resolved from the config)
     bos_token_id: int | None = None
+    weights: dict = field(default_factory=dict)   # the weight recipe's record (library, version, fingerprint)
 
 
 def install(model: nn.Module, state: SpikingState) -> None:
@@ -131,7 +132,7 @@ def build_state(config: SpikingConfig, calib: Calibration, result: FitResult, ba
             "outlier_tokens_left_out": calib.outlier_tokens_left_out,
             "online_transforms": dict(calib.transforms),
         },
-        prefix=list(calib.prefix), bos_token_id=calib.bos_token_id,
+        prefix=list(calib.prefix), bos_token_id=calib.bos_token_id, weights=dict(calib.weights),
     )
 
 

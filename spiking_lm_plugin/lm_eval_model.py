@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +21,8 @@ from .checkpoint_files import CheckpointError, read_meta, verify_tensors
 from .counted_positions import ExpectedInputs, expected_inputs
 from .energy import EnergyConstants, EnergyMeter, cost_model
 from .model_surgery import attach
+from .weight_quantization import apply_weight_recipe
+from .weight_recipe import WeightRecipe
 
 #: ``analog``: the analog reference (same prefix and rotation as the checkpoint, every site analog)
 MODES = ("fused", "timestep", "analog")
@@ -90,20 +93,63 @@ def _spike_mask(value: Any) -> int | None:
 _UNSET: Any = object()
 
 
+@dataclass(frozen=True)
+class _GivenWeights:
+    """``weight_bits=`` / ``weight_group_size=`` as given (None when neither is)."""
+
+    bits: int
+    group_size: Any
+    recipe: WeightRecipe | None
+
+
+def _weight_recipe(bits: Any, group_size: Any) -> _GivenWeights | None:
+    if bits is None and group_size is None:
+        return None
+    try:
+        bits = 16 if bits is None else int(bits)
+    except (TypeError, ValueError):
+        raise ValueError(f"weight_bits must be 16, 8 or 4, got {bits!r}") from None
+    if isinstance(group_size, str) and group_size.strip().lower() not in ("channel", "none", ""):
+        try:
+            group_size = int(group_size)
+        except ValueError:
+            raise ValueError(f"weight_group_size must be an integer or 'channel', got {group_size!r}") from None
+    elif isinstance(group_size, str):
+        group_size = None if group_size.strip().lower() in ("none", "") else "channel"
+    return _GivenWeights(bits, group_size, WeightRecipe.from_config(bits, group_size))
+
+
+def _check_weight_bits(given: _GivenWeights | None, meta: dict, checkpoint: str) -> None:
+    """A checkpoint's neurons were fitted on its recipe's weights: another ``weight_bits`` is refused."""
+    if given is None:
+        return
+    config = meta.get("config", {})
+    stored = WeightRecipe.from_config(config.get("weight_bits", 16), config.get("weight_group_size"))
+    if stored != given.recipe:
+        def name(recipe: WeightRecipe | None) -> str:
+            return "16-bit weights" if recipe is None else recipe.describe()
+        raise ValueError(f"checkpoint {checkpoint} was fitted on {name(stored)}, not {name(given.recipe)}: "
+                         "its neurons code the activations of those weights (drop weight_bits= to use its recipe)")
+
+
 @register_model("spiking-hf")
 class SpikingHFLM(HFLM):
     """HFLM plus ``spiking=<checkpoint dir>|none``, ``mode=fused|timestep|analog``, ``spike_mask=K|0``
-    (the early-spike mask: the checkpoint's recipe unless given), ``energy_convention=ours|paper`` and energy
+    (the early-spike mask: the checkpoint's recipe unless given), ``weight_bits=16|8|4`` and
+    ``weight_group_size=`` (the ANN's weight recipe with ``spiking=none``; a checkpoint's must match it),
+    ``energy_convention=ours|paper`` and energy
     constants (``e_mac``/``e_ac``/``e_rw``/``e_neuron`` in pJ, ``read_write``; unset ones keep
     ``EnergyConstants``' defaults). Every HFLM argument keeps working."""
 
     def __init__(self, pretrained: Any = "smollm2-135m", spiking: str | None = None, mode: str = "fused",
                  e_mac: float | None = None, e_ac: float | None = None, read_write: bool | None = None,
                  e_rw: float | None = None, energy: bool = True, spike_mask: Any = _UNSET,
-                 e_neuron: float | None = None, energy_convention: str = "ours", **kwargs: Any) -> None:
+                 e_neuron: float | None = None, energy_convention: str = "ours", weight_bits: Any = None,
+                 weight_group_size: Any = None, **kwargs: Any) -> None:
         try:
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+            weights = _weight_recipe(weight_bits, weight_group_size)
             mask = _UNSET if spike_mask is _UNSET else _spike_mask(spike_mask)
             costs = cost_model(energy_convention)
             self.spiking_checkpoint = None if _is_none(spiking) else str(spiking)
@@ -113,6 +159,7 @@ class SpikingHFLM(HFLM):
                 meta = read_meta(self.spiking_checkpoint)
                 verify_tensors(self.spiking_checkpoint, meta)
                 _check_base_config(pretrained, meta, self.spiking_checkpoint)
+                _check_weight_bits(weights, meta, self.spiking_checkpoint)
         except ValueError as exc:
             _refuse(exc)
         kwargs.setdefault("dtype", "float32")
@@ -128,6 +175,11 @@ class SpikingHFLM(HFLM):
                 model.spiking.spike_mask = mask
         else:
             attach(model).set_mode("ann")
+            if weights is not None:
+                try:
+                    apply_weight_recipe(model, weights.recipe)
+                except ValueError as exc:
+                    _refuse(exc)
             self.spiking_mode = "ann"
         given = {"e_mac_pj": e_mac, "e_ac_pj": e_ac, "e_rw_pj": e_rw, "e_neuron_pj": e_neuron, "read_write": read_write}
         constants = EnergyConstants(**{k: (bool(v) if k == "read_write" else float(v))

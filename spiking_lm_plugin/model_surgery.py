@@ -156,10 +156,18 @@ def apply_rotation(model: nn.Module, rotation: str, seed: int = 0, transform: st
 
 
 def prepare(model: nn.Module, config: "SpikingConfig") -> dict[str, str]:
-    """The first stage: wrap the model (idempotent) and fold the recipe's rotation into its weights;
-    returns the online transform used per down_proj input size."""
+    """The first stage: wrap the model (idempotent), fold the recipe's rotation into its weights, then
+    quantize the decoder linears per its weight recipe (torchao; docs/DESIGN.md, "Weights"); returns the
+    online transform used per down_proj input size."""
+    from .weight_quantization import apply_weight_recipe, check_weight_recipe
+
     attach(model)
-    return apply_rotation(model, config.rotation, config.seed, config.online_transform)
+    recipe = config.weight_recipe
+    if not runtime_of(model).weights:
+        check_weight_recipe(model, recipe)           # a bad group size refused before any weight changes
+    used = apply_rotation(model, config.rotation, config.seed, config.online_transform)
+    apply_weight_recipe(model, recipe)
+    return used
 
 
 def selected_sites(model: nn.Module, config: "SpikingConfig") -> list[str]:

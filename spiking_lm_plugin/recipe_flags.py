@@ -55,6 +55,18 @@ def _parse_headroom(value: str) -> str | float:
         raise argparse.ArgumentTypeError(f"--tau-headroom must be 'auto' or a number >= 1, got {value!r}") from None
 
 
+def _parse_group_size(text: str) -> int | str:
+    if text == "channel":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--weight-group-size must be an integer or 'channel', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--weight-group-size must be >= 1, got {value}")
+    return value
+
+
 def _comma_sites(text: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
@@ -109,6 +121,11 @@ RECIPE_FLAGS: list[tuple[tuple[str, ...], str, dict]] = [
         "masking neurons fitted without it"}),
     (("--spike-penalty",), "fit.spike_penalty", {"type": float, "help": "lambda of the energy-aware fit: "
         "coding error + lambda x each site's fan-out-weighted firing rate (0 = the paper's objective)"}),
+    (("--weight-bits",), "weight_bits", {"type": int, "choices": [16, 8, 4], "help": "quantize the decoder "
+        "linears to 8 or 4 bits with torchao after the rotation and before calibration (paper Table 8); 16 = the "
+        "weights as loaded"}),
+    (("--weight-group-size",), "weight_group_size", {"type": _parse_group_size, "help": "input channels per "
+        "weight scale: an integer or 'channel' (one per output row); default: per row at 8 bits, 32 at 4"}),
     (("--seed",), "seed", {"type": int, "help": "seed of the calibration sampling and the fitting minibatches"}),
 ]
 

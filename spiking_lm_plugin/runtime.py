@@ -61,6 +61,8 @@ class SpikingRuntime:
     fingerprint: str = ""
     rotation: str = "none"
     transforms: dict[str, str] = field(default_factory=dict)   # down_proj input size -> online transform
+    #: the weight recipe applied to the decoder linears (weight_quantization.quantize_weights' record; {}: none)
+    weights: dict = field(default_factory=dict)
     prefix: "PrefixKV | None" = None
     state: "SpikingState | None" = None
     prefix_handle: Any = None

@@ -31,7 +31,8 @@ def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
     proc = run(BIN / "spiking-lm", "convert", "--model", tiny_model_dir, "--out", out, "-T", "6", "--grains", "3",
                "--calibration-tokens", "1024", "--sequence-length", "128", "--samples-per-site", "2048",
                "--rounds", "1", "--threshold-steps", "4", "--base-steps", "2", "--prefix", "5,7",
-               "--tau-headroom", "1.25", "--keep-outlier-tokens", "--alternating", "--quiet")
+               "--tau-headroom", "1.25", "--keep-outlier-tokens", "--alternating", "--weight-bits", "8",
+               "--weight-group-size", "32", "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rel. MSE" in proc.stderr + proc.stdout and "q" in proc.stderr + proc.stdout
     meta = json.loads((out / "spiking_config.json").read_text())
@@ -42,6 +43,8 @@ def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
     info = run(BIN / "spiking-lm", "info", out)
     assert info.returncode == 0 and json.loads(info.stdout)["sites"] == 21
     assert meta["prefix"]["tokens"] == [5, 7] and json.loads(info.stdout)["prefix"]["tokens"] == [5, 7]
+    assert meta["config"]["weight_bits"] == 8 and meta["weights"]["group_size"] == 32
+    assert json.loads(info.stdout)["weights"]["library"] == "torchao"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -52,6 +55,9 @@ def test_convert_command_writes_a_checkpoint(tmp_path, tiny_model_dir):
     (["--prefix", "x,y"], "--prefix must be 'auto', 'none' or comma-separated token ids"),
     (["--tau-headroom", "lots"], "--tau-headroom must be 'auto' or a number >= 1"),
     (["--tau-headroom", "0.5"], "tau_headroom must be 'auto' or a number >= 1"),
+    (["--weight-bits", "3"], "argument --weight-bits: invalid choice: 3"),
+    (["--weight-bits", "4", "--weight-group-size", "0"], "--weight-group-size must be >= 1"),
+    (["--weight-group-size", "32"], "weight_group_size needs weight_bits 8 or 4"),
 ])
 def test_convert_rejects_bad_input_cleanly(tmp_path, args, message):
     proc = run(BIN / "spiking-lm", "convert", "--model", tmp_path / "missing", "--out", tmp_path / "o", *args)

@@ -205,7 +205,8 @@ def test_convert_and_lightning_fit_identical_neurons_for_the_same_recipe(tmp_pat
     monkeypatch.setenv("SPIKING_LM_CACHE", str(tmp_path / "cache"))
     variants = [{"fit": {"joint": True}}, {"fit": {"joint": False}},
                 {"fit": {"joint": True}, "spike_mask": 2, "mask_in_fit": True},     # the mask inside the fit
-                {"fit": {"joint": True, "spike_penalty": 0.01}}]                     # the energy-aware fit
+                {"fit": {"joint": True, "spike_penalty": 0.01}},                     # the energy-aware fit
+                {"fit": {"joint": True}, "weight_bits": 4}]                          # torchao W4 weights
     for i, recipe in enumerate(variants):
         out = tmp_path / f"lightning-{i}"
         _, module, dm = trainer_run(tmp_path, tiny_model_dir, [CheckpointExportCallback(str(out))], seed=3, **recipe)
@@ -216,7 +217,9 @@ def test_convert_and_lightning_fit_identical_neurons_for_the_same_recipe(tmp_pat
             assert torch.equal(lightning[f"neurons.{key}"], value.cpu()), (recipe, key)
         for name, tau in state.taus.items():
             assert torch.equal(lightning[f"tau.{name}"], tau.cpu()), name
-        assert json.loads((out / "spiking_config.json").read_text())["config"] == state.config.to_dict()
+        meta = json.loads((out / "spiking_config.json").read_text())
+        assert meta["config"] == state.config.to_dict() and meta["weights"] == state.weights
+        assert bool(state.weights) == ("weight_bits" in recipe)
 
 
 def test_a_timestep_override_changes_the_headroom_like_convert_does(tiny_model_dir):

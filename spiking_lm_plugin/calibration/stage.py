@@ -11,6 +11,7 @@ from torch import nn
 from ..config import SpikingConfig
 from ..model_surgery import prepare, selected_sites
 from ..prefix import install_prefix
+from ..runtime import runtime_of
 from .fanout import site_fanouts
 from .normalize import normalized_samples
 from .prefix_choice import bos_token_id, resolve_prefix
@@ -36,6 +37,7 @@ class Calibration:
     transforms: dict[str, str] = field(default_factory=dict)   # down_proj input size -> online transform used
     outlier_tokens_left_out: int | None = None   # None: the recipe keeps every token
     fanouts: dict[str, float] = field(default_factory=dict)   # outputs one spike of each site feeds
+    weights: dict = field(default_factory=dict)   # the weight recipe applied (quantize_weights' record; {}: none)
 
     def for_config(self, config: SpikingConfig) -> "Calibration":
         """The same calibration normalized for ``config`` (another tau granularity or headroom, e.g. another T
@@ -68,4 +70,5 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
     samples, taus = normalized_samples(recording.reservoirs, config)
     fanouts = site_fanouts(model, names, int(windows.shape[-1]), len(prefix))
     return Calibration(samples, taus, names, int(windows.numel()), time.perf_counter() - t0, prefix, bos,
-                       search, windows, recording.reservoirs, transforms, recording.outlier_tokens_left_out, fanouts)
+                       search, windows, recording.reservoirs, transforms, recording.outlier_tokens_left_out, fanouts,
+                       dict(runtime_of(model).weights))

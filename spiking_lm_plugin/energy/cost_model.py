@@ -124,8 +124,8 @@ class CostModel:
 
 class PaperCostModel(CostModel):
     """The paper's accounting (eq. 18; eq. 59-60 with read/write): attention and its softmax over the full
-    L x S rectangle; read/write only at linear layers, where the ANN reads a 32-bit weight and a 32-bit
-    activation per MAC and writes each 32-bit output, and the SNN reads a 32-bit weight and a 1-bit spike
+    L x S rectangle; read/write only at linear layers, where the ANN reads a 32-bit weight (a quantized one
+    at its width) and a 32-bit activation per MAC and writes each 32-bit output, and the SNN reads a weight and a 1-bit spike
     per AC and writes 1 bit per neuron step; neuron energy only in eq. 59/60 (with read/write)."""
 
     name = "paper"
@@ -134,8 +134,9 @@ class PaperCostModel(CostModel):
     def linear(self, event: LinearOp) -> OpCost:
         ours = super().linear(event)
         macs, outputs = event.tokens * event.in_features * event.out_features, event.tokens * event.out_features
-        ann_rw = WORD_BITS * (2 * macs + outputs)
-        spiking_rw = ann_rw if event.timesteps is None else (WORD_BITS + 1) * event.spikes * event.out_features
+        weight_bits = event.weight_bits or WORD_BITS      # a quantized weight is read at its width (Table 8)
+        ann_rw = (WORD_BITS + weight_bits) * macs + WORD_BITS * outputs
+        spiking_rw = ann_rw if event.timesteps is None else (weight_bits + 1) * event.spikes * event.out_features
         return OpCost(ours.mac, ours.ac, spiking_rw, ours.ann_mac, ann_rw)
 
     def product(self, event: ProductOp) -> OpCost:

@@ -52,7 +52,8 @@ class OpEvent:
 @dataclass(frozen=True)
 class LinearOp(OpEvent):
     """y = W x (+ b) over ``tokens`` rows; ``timesteps`` is None for an analog input, else the T of
-    the spike train feeding it, whose nonzero spikes are ``spikes``."""
+    the spike train feeding it, whose nonzero spikes are ``spikes``; ``weight_bits`` is None for weights
+    in the model's own float format, else their quantized width."""
 
     in_features: int = 0
     out_features: int = 0
@@ -60,6 +61,7 @@ class LinearOp(OpEvent):
     timesteps: int | None = None
     tokens: Count = additive()
     spikes: Count = additive()
+    weight_bits: int | None = None
 
 
 @dataclass(frozen=True)

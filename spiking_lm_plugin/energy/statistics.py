@@ -19,7 +19,7 @@ def nnz(t: torch.Tensor) -> torch.Tensor:
 def linear_op(kind: str, linear: torch.nn.Linear, tokens: int, timesteps: int | None,
               spikes: Count = 0.0) -> LinearOp:
     return LinearOp(kind, linear.in_features, linear.out_features, linear.bias is not None, timesteps,
-                    tokens, 0.0 if timesteps is None else spikes)
+                    tokens, 0.0 if timesteps is None else spikes, getattr(linear, "weight_bits", None))
 
 
 def product_op(kind: str, numel: int, timesteps: int | None, a_frames=None, b_frames=None, a_events=None,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..weight_quantization import dense_weight
 from .site import Spikes
 
 
@@ -30,7 +31,7 @@ def linear_steps(linear: nn.Linear, spikes: Spikes) -> torch.Tensor:
     step 1. The step weights and tau scale the frames before the matmul, unless scaling W by tau and the
     outputs by d_t touches fewer values (a wide input feeding a narrow output)."""
     dtype = step_dtype(spikes.value)
-    weight = linear.weight.to(dtype)
+    weight = dense_weight(linear, dtype)     # a torchao weight dequantized: its subclass has no per-step ops
     frames = spikes.frames
     outputs = frames.numel() // frames.shape[-1] * weight.shape[0]
     if frames.numel() <= weight.numel() + outputs:
