@@ -112,13 +112,18 @@ SECTIONS = [
      "The energy meter's exact activation-activation counts are the difference between the two fused rows "
      "(P V from per-step column sums of the softmax spikes, Q K^T from prefix sums over keys, gate-product "
      "coincidences from a kernel; none of them materializes T full maps). In fp32 the fused and timestep "
-     "executions round differently and a few spikes at a threshold flip (float64: identical, see the tests)."),
+     "executions round differently and a few spikes at a threshold flip (float64: identical, see the tests). `W8` / `W4`: fused on checkpoints converted with `--weight-bits 8` / `4` (torchao weight-only tensors, metered; on CPU they dequantize inside every call, so they save weight memory, not time; the CUDA int4 kernels need a GPU, none lent). Their perplexity is against their own quantized ANN, not hf's."),
     ("scale", "Conversion cost vs model size (random-weight LLaMA configs, CPU)",
      "How calibration forward and fitting grow with the model: 4,096 calibration tokens each, default recipe "
      "(random weights have no outlier tokens, so the prefix search finds none). The calibration forward grows "
      "with parameters x tokens; the fit with the number of sites (10 per layer) only. No GPU was lent, so the "
      "7B-shaped H100 row is missing. Measured on 2026-11-23 with Alg. 1 fitting (then the default) and not "
      "re-run since: with the joint default expect a higher fit column (fitting throughput table)."),
+    ("scale_bfloat16", "Converting a LLaMA-2-7B-shaped model in bf16: memory",
+     "The LLaMA-2-7B shape (hidden 4096, intermediate 11008, 32 layers, vocabulary 32,000) with random "
+     "weights built directly in bf16, converted with the default recipe on 1,024 calibration tokens, one size "
+     "per process so the peak RSS is this conversion's. Target: peak memory at most 1.3x the weights' bytes "
+     "(what a GPU user needs beyond the model itself). Random weights: timings show cost, not quality."),
     ("transform_fallback", "The exact fallback transform against the true Hadamard",
      "Where no Hadamard construction is known for a down_proj input size, the online transform is a seeded "
      "random orthogonal matrix on the odd part times a Walsh-Hadamard on the power of two (still exact and "

@@ -12,9 +12,9 @@ import resource
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-import spiking_lm_plugin as slm
+import spiking_lm_plugin as slm  # first: its import quiets torchao's load-time log lines
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from _common import write
 
