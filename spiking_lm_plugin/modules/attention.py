@@ -145,8 +145,12 @@ class SpikingAttention(SpikingBlock):
         def capped(scores: torch.Tensor) -> torch.Tensor:   # Gemma-2: cap * tanh(scores / cap), analog
             return scores if not softcap else torch.tanh(scores / softcap) * softcap
 
-        normalize = lambda s: torch.softmax(capped(s) + additive, dim=-1,  # noqa: E731
-                                            dtype=torch.promote_types(s.dtype, torch.float32)).to(s.dtype)
+        def normalize(scores: torch.Tensor, fresh: bool = False) -> torch.Tensor:
+            # a fresh map takes the mask in place: a map of a long window is one fresh allocation fewer,
+            # and above glibc's mmap threshold every fresh one is page-faulted in again
+            scores = capped(scores)
+            masked = scores.add_(additive) if fresh or softcap else scores + additive
+            return torch.softmax(masked, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(scores.dtype)
         groups = self.groups
         qk = lambda a, b: grouped_matmul(a, b.transpose(-1, -2), groups)  # noqa: E731
         pv = lambda a, b: grouped_matmul(a, b, groups)  # noqa: E731
@@ -160,7 +164,7 @@ class SpikingAttention(SpikingBlock):
             scores = product_accumulated(qs, ks, lambda a, b: qk(a * scaling, b))
             probs = nonlinearity_of_accumulated(normalize, scores).sum(0).to(q.dtype)
         else:
-            probs = normalize(product(qs, ks, qk, timestep=False) * scaling)
+            probs = normalize(product(qs, ks, qk, timestep=False).mul_(scaling), fresh=True)
         map_rows = None if query_rows is None else query_rows[..., None]     # [B, 1, L, 1]: the counted queries
         if metering and not timestep:   # the P V count needs column sums only, not T full maps
             ps = self._site_columns("softmax", probs, entries, rows=map_rows)
