@@ -21,6 +21,7 @@ from .config import SpikingConfig
 from .conversion import SpikingState, install
 from .model_surgery import attach, prepare, selected_sites
 from .neurons import NeuronSpec
+from .weight_recipe import WeightRecipe, describe_weights
 
 __all__ = ["CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "TENSORS_FILE", "CheckpointError", "OutputPathError", "load",
            "read_meta", "save", "verify_tensors", "write_checkpoint"]
@@ -67,10 +68,9 @@ def check_weights(directory: Path, recorded: dict, applied: dict) -> None:
     if recorded.get("fingerprint") == applied.get("fingerprint"):
         return
     if not recorded or not applied:
-        def bits(record: dict) -> str:
-            return f"W{record['bits']}" if record else "16-bit"
-        raise CheckpointError(f"checkpoint {directory} was fitted on {bits(recorded)} weights, but the model "
-                              f"has {bits(applied)} weights: load the base model unquantized")
+        raise CheckpointError(f"checkpoint {directory} was fitted on "
+                              f"{describe_weights(WeightRecipe.from_record(recorded))}, but the model has "
+                              f"{describe_weights(WeightRecipe.from_record(applied))}: load the base model unquantized")
     raise CheckpointError(
         f"checkpoint {directory} was fitted on W{recorded['bits']} weights quantized by {recorded['library']} "
         f"{recorded['version']} (fingerprint {recorded['fingerprint'][:12]}), but {applied['library']} "

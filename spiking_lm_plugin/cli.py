@@ -41,7 +41,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         import importlib.util
 
         if importlib.util.find_spec("torchao") is None:
-            raise ValueError("--weight-bits 8 or 4 needs torchao: pip install 'spiking-lm[quant]'")
+            from .weight_recipe import TORCHAO_MISSING
+
+            raise ValueError(TORCHAO_MISSING)
     from . import convert, save
     from .loading import load_base_model
     from .progress import console
@@ -61,10 +63,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for size, transform in state.fit.get("online_transforms", {}).items():
         console.print(f"down_proj input {size}: {transform}")
     if state.weights:
-        w = state.weights
-        console.print(f"decoder linears quantized to W{w['bits']} "
-                      + ("per channel" if w["group_size"] is None else f"in groups of {w['group_size']}")
-                      + f" by {w['library']} {w['version']} before calibration")
+        from .weight_recipe import WeightRecipe
+
+        console.print(f"decoder linears quantized to {WeightRecipe.from_record(state.weights).describe()} by "
+                      f"{state.weights['library']} {state.weights['version']} before calibration")
     if state.prefix:
         console.print(f"prefix tokens {state.prefix} (their KV is computed once and every input runs after it)")
     left_out = state.fit.get("outlier_tokens_left_out")

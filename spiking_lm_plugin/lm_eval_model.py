@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -93,42 +92,38 @@ def _spike_mask(value: Any) -> int | None:
 _UNSET: Any = object()
 
 
-@dataclass(frozen=True)
-class _GivenWeights:
-    """``weight_bits=`` / ``weight_group_size=`` as given (None when neither is)."""
-
-    bits: int
-    group_size: Any
-    recipe: WeightRecipe | None
-
-
-def _weight_recipe(bits: Any, group_size: Any) -> _GivenWeights | None:
+def _weight_recipe(bits: Any, group_size: Any) -> "WeightRecipe | None":
+    """The recipe of ``weight_bits=`` / ``weight_group_size=`` (None: 16 bits); ``_UNSET`` when neither is given."""
     if bits is None and group_size is None:
-        return None
+        return _UNSET
     try:
         bits = 16 if bits is None else int(bits)
     except (TypeError, ValueError):
         raise ValueError(f"weight_bits must be 16, 8 or 4, got {bits!r}") from None
-    if isinstance(group_size, str) and group_size.strip().lower() not in ("channel", "none", ""):
-        try:
-            group_size = int(group_size)
-        except ValueError:
-            raise ValueError(f"weight_group_size must be an integer or 'channel', got {group_size!r}") from None
-    elif isinstance(group_size, str):
-        group_size = None if group_size.strip().lower() in ("none", "") else "channel"
-    return _GivenWeights(bits, group_size, WeightRecipe.from_config(bits, group_size))
+    if isinstance(group_size, str):
+        text = group_size.strip().lower()
+        if text in ("none", ""):
+            group_size = None
+        elif text != "channel":
+            try:
+                group_size = int(text)
+            except ValueError:
+                raise ValueError(f"weight_group_size must be an integer or 'channel', got {group_size!r}") from None
+        else:
+            group_size = text
+    return WeightRecipe.from_config(bits, group_size)
 
 
-def _check_weight_bits(given: _GivenWeights | None, meta: dict, checkpoint: str) -> None:
+def _check_weight_bits(given: Any, meta: dict, checkpoint: str) -> None:
     """A checkpoint's neurons were fitted on its recipe's weights: another ``weight_bits`` is refused."""
-    if given is None:
+    if given is _UNSET:
         return
     config = meta.get("config", {})
     stored = WeightRecipe.from_config(config.get("weight_bits", 16), config.get("weight_group_size"))
-    if stored != given.recipe:
+    if stored != given:
         def name(recipe: WeightRecipe | None) -> str:
             return "16-bit weights" if recipe is None else recipe.describe()
-        raise ValueError(f"checkpoint {checkpoint} was fitted on {name(stored)}, not {name(given.recipe)}: "
+        raise ValueError(f"checkpoint {checkpoint} was fitted on {name(stored)}, not {name(given)}: "
                          "its neurons code the activations of those weights (drop weight_bits= to use its recipe)")
 
 
@@ -175,9 +170,9 @@ class SpikingHFLM(HFLM):
                 model.spiking.spike_mask = mask
         else:
             attach(model).set_mode("ann")
-            if weights is not None:
+            if weights is not _UNSET:
                 try:
-                    apply_weight_recipe(model, weights.recipe)
+                    apply_weight_recipe(model, weights)
                 except ValueError as exc:
                     _refuse(exc)
             self.spiking_mode = "ann"

@@ -17,7 +17,7 @@ import hashlib
 import torch
 from torch import nn
 
-from .weight_recipe import WeightRecipe, WeightRecipeError
+from .weight_recipe import TORCHAO_MISSING, WeightRecipe, WeightRecipeError, describe_weights
 
 #: probes per linear in the quantized-weights fingerprint
 _PROBES = 4096
@@ -82,7 +82,7 @@ def torchao_version() -> str:
     try:
         import torchao
     except ImportError as exc:
-        raise WeightRecipeError("weight_bits 8 or 4 needs torchao: pip install 'spiking-lm[quant]'") from exc
+        raise WeightRecipeError(TORCHAO_MISSING) from exc
     return torchao.__version__
 
 
@@ -137,8 +137,7 @@ def apply_weight_recipe(model: nn.Module, recipe: WeightRecipe | None) -> dict:
     if applied:
         if recipe is not None and (applied["bits"], applied["group_size"]) == (recipe.bits, recipe.group_size):
             return dict(applied)
-        have = WeightRecipe(applied["bits"], applied["group_size"]).describe()
-        want = "16-bit weights" if recipe is None else recipe.describe()
-        raise WeightRecipeError(f"model already carries {have} weights; load a fresh base model for {want}")
+        raise WeightRecipeError(f"model already carries {describe_weights(WeightRecipe.from_record(applied))}; "
+                                f"load a fresh base model for {describe_weights(recipe)}")
     runtime.weights = quantize_weights(model, recipe)
     return dict(runtime.weights)

@@ -12,6 +12,10 @@ WEIGHT_BITS = (16, 8, 4)
 DEFAULT_GROUP_SIZE_4BIT = 32
 
 
+#: the one line a recipe that needs torchao gives when torchao is not installed
+TORCHAO_MISSING = "weight_bits 8 or 4 needs torchao: pip install 'spiking-lm[quant]'"
+
+
 class WeightRecipeError(ValueError):
     """A weight recipe that does not fit the model (or a model already quantized another way)."""
 
@@ -46,5 +50,15 @@ class WeightRecipe:
             return cls(bits, None)
         return cls(bits, group_size if group_size is not None else (DEFAULT_GROUP_SIZE_4BIT if bits == 4 else None))
 
+    @classmethod
+    def from_record(cls, record: dict) -> "WeightRecipe | None":
+        """The recipe of a quantization record (``runtime.weights``, a checkpoint's ``weights``; {}: None)."""
+        return cls(record["bits"], record["group_size"]) if record else None
+
     def describe(self) -> str:
         return f"W{self.bits} " + ("per channel" if self.group_size is None else f"group {self.group_size}")
+
+
+def describe_weights(recipe: WeightRecipe | None) -> str:
+    """``W4 group 32 weights``, or ``16-bit weights`` for none."""
+    return "16-bit weights" if recipe is None else f"{recipe.describe()} weights"
