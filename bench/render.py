@@ -84,8 +84,8 @@ SECTIONS = [
      "the unmasked T = 8 model (12.37 ppl, 212.7 G AC), the post-hoc mask saves 34.0% of the ACs at +139% "
      "perplexity; compare each row's AC and ppl with those. The curve: `bench/results/spike_pareto_t8.png`."),
     ("weight_bits", "Low-bit weights (paper Table 8)",
-     "SmolLM2-135M, decoder linears quantized by torchao (`IntxWeightOnlyConfig`, symmetric round-to-nearest: "
-     "W8 one scale per output row, W4 one per 32 inputs) after the rotation and before calibration. `ANN` is "
+     "SmolLM2-135M, decoder linears quantized by torchao (`IntxWeightOnlyConfig`, symmetric: "
+     "W8 one scale per output row from its maximum, W4 one per 32 inputs chosen by HQQ's scale search) after the rotation and before calibration. `ANN` is "
      "the base model with those weights and no rotation or prefix (what a user compares with; `spiking=none,"
      "weight_bits=N`); `analog reference` adds the prefix and rotation, then quantizes, sites analog. "
      "Perplexity over 20,480 held-out enwiki tokens; accuracy on the first 40 cloze questions (through "

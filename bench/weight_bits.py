@@ -4,12 +4,13 @@ with those weights (torchao, no rotation: what a user compares with), of the ana
 rotation, prefix and quantized weights, sites analog) and of each spiking model (fused); the accuracy task
 for the ANN and T = 8 grains 2 (through spiking-hf, the recipe re-applied from the checkpoint); energy of
 one 512-token sample in the paper's convention with read/write (eq. 59), weights read at their width.
-    python bench/weight_bits.py [--bits 16 8 4] [--eval-tokens 20480] [--accuracy-limit 50]
+    python bench/weight_bits.py [--bits 16 8 4] [--eval-tokens 20480] [--accuracy-limit 50] [--keep-other-bits]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -42,6 +43,13 @@ def paper_energy(model, sample, mode: str) -> dict:
             "energy (mJ)": s["energy_j"] * 1e3}
 
 
+def previous_rows(exclude: list[int]) -> list[dict]:
+    """The rows of the last results file whose weight width is not being rerun."""
+    previous = Path("bench/results/weight_bits.json")
+    rows = json.loads(previous.read_text())["rows"] if previous.is_file() else []
+    return [row for row in rows if int(row["weights"][1:]) not in exclude]
+
+
 def accuracy(lm, limit: int) -> float:
     out = lm_eval.simple_evaluate(model=lm, tasks=[TASK], limit=limit,
                                   task_manager=TaskManager(include_path=str(tasks_dir())))
@@ -53,9 +61,12 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=[16, 8, 4])
     parser.add_argument("--eval-tokens", type=int, default=20480)
     parser.add_argument("--accuracy-limit", type=int, default=50, help="cloze documents per accuracy run (0: none)")
+    parser.add_argument("--keep-other-bits", action="store_true",
+                        help="keep the previous results' rows of the widths not in --bits (rerun one width)")
     args = parser.parse_args()
     path = resolve_model("smollm2-135m")
     rows = []
+    kept = previous_rows(exclude=args.bits) if args.keep_other_bits else []
     with tempfile.TemporaryDirectory() as tmp:
         for bits in args.bits:
             model, tokenizer = load()
@@ -89,9 +100,10 @@ def main() -> None:
                 rows.append({"weights": f"W{bits}", "model": name, "ppl": ppl, "vs W ANN": ppl / ann_ppl - 1,
                              "vs analog": ppl / analog - 1, "acc": acc, **paper_energy(model, sample, "fused")})
                 print(rows[-1], flush=True)
+    rows = sorted(kept + rows, key=lambda row: -int(row["weights"][1:]))   # W16, W8, W4; stable within a width
     write("weight_bits", rows, {"eval_tokens": args.eval_tokens, "accuracy": f"{TASK}, {args.accuracy_limit} documents",
                                 "energy": "paper convention with read/write (eq. 59), one 512-token sample",
-                                "quantizer": "torchao IntxWeightOnlyConfig, symmetric; W8 per row, W4 groups of 32"})
+                                "quantizer": "torchao IntxWeightOnlyConfig, symmetric; W8 per row (max), W4 groups of 32 (HQQ scales)"})
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 The recipe (bits, group size) is applied after the exact rotation / transform folding and before
 calibration, so the neurons are fitted on the activations of the quantized model. torchao's
-``IntxWeightOnlyConfig`` (symmetric, per output channel or per group of input channels) quantizes each
-decoder linear in place; its tensor subclass runs ``F.linear`` on CPU and CUDA. Embeddings and the LM
+``IntxWeightOnlyConfig`` (symmetric, per output channel or per group of input channels; 4-bit scales
+chosen by HQQ, 8-bit ones from the row maxima) quantizes each decoder linear in place; its tensor subclass runs ``F.linear`` on CPU and CUDA. Embeddings and the LM
 head keep the model's dtype, as weight-only PTQ methods usually do.
 
 A float64 model (the exactness tests) cannot hold torchao's tensors (torchao refuses float64 inputs): its
@@ -21,18 +21,25 @@ from .weight_recipe import TORCHAO_MISSING, WeightRecipe, WeightRecipeError, des
 
 #: probes per linear in the quantized-weights fingerprint
 _PROBES = 4096
+#: torchao's choice of scales per width: the row maximum at 8 bits, HQQ's scale search at 4
+QPARAMS = {8: "affine", 4: "hqq_scale_only"}
 
 
 def torchao_config(recipe: WeightRecipe):
-    """torchao's weight-only config of ``recipe``: symmetric int8 / int4, per row or per group."""
+    """torchao's weight-only config of ``recipe``: symmetric int8 / int4, per row or per group. At 4 bits
+    the scales come from torchao's HQQ scale search (``QPARAMS``): the rotation folded into down_proj spreads
+    its few large weight columns over every group, and a group's maximum then wastes most of 16 levels."""
     torchao_version()
     from torchao.quantization import IntxWeightOnlyConfig
     from torchao.quantization.granularity import PerAxis, PerGroup
     from torchao.quantization.quant_primitives import MappingType
+    from torchao.quantization.quantize_.workflows.intx.intx_choose_qparams_algorithm import (
+        IntxChooseQParamsAlgorithm)
 
     granularity = PerAxis(0) if recipe.group_size is None else PerGroup(recipe.group_size)
     return IntxWeightOnlyConfig(weight_dtype=torch.int8 if recipe.bits == 8 else torch.int4,
-                                granularity=granularity, mapping_type=MappingType.SYMMETRIC)
+                                granularity=granularity, mapping_type=MappingType.SYMMETRIC,
+                                intx_choose_qparams_algorithm=IntxChooseQParamsAlgorithm(QPARAMS[recipe.bits]))
 
 
 def decoder_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
@@ -101,7 +108,7 @@ def quantize_weights(model: nn.Module, recipe: WeightRecipe) -> dict:
         else:
             quantize_(linear, config, filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
         linear.weight_bits = recipe.bits
-    return {"library": "torchao", "version": version, "config": type(config).__name__, "bits": recipe.bits,
+    return {"library": "torchao", "version": version, "config": type(config).__name__, "qparams": QPARAMS[recipe.bits], "bits": recipe.bits,
             "group_size": recipe.group_size, "fingerprint": quantized_fingerprint(model)}
 
 

@@ -40,7 +40,11 @@ def test_quantized_model_runs_both_executions_alike_in_float64(bits, levels):
         w = dense_weight(linear)
         groups = w.reshape(-1, group)
         assert max(int(g.unique().numel()) for g in groups) <= levels, name
-        assert 0 < (w - original.weight).abs().max() <= groups.abs().amax() / (levels / 2 - 1), name
+        error = w - original.weight
+        if bits == 8:   # scales from the row maxima: no value moves by more than one step
+            assert 0 < error.abs().max() <= groups.abs().amax() / (levels / 2 - 1), name
+        else:           # HQQ's scales clip the largest values of a group a little, for a smaller error overall
+            assert 0 < error.norm() / original.weight.norm() < 0.12, name
     assert state.weights["library"] == "torchao" and state.weights["bits"] == bits
     fused, timestep = logits(model, "fused"), logits(model, "timestep")
     assert (fused - timestep).abs().max() < 1e-10
