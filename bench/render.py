@@ -92,7 +92,8 @@ SECTIONS = [
      "`spiking-hf`, the recipe re-applied from the checkpoint); energy of one 512-token sample in the paper's "
      "convention with read/write (eq. 59/60), weights read at their width. Targets: T = 8 within 1% of the "
      "ANN at W8, within 3% at W4. The paper (LLaMA-2-7B, T = 8, WikiText2; fp16 ANN 5.47): W8 7.56 / 7.25, "
-     "W4 8.91 / 8.41 at grains 2 / 3 (+38% / +63% over the fp16 ANN at grain 2)."),
+     "W4 8.91 / 8.41 at grains 2 / 3 (+38% / +63% over the fp16 ANN at grain 2). The W16 and W8 rows are "
+     "the previous full run's (`--keep-other-bits` reran W4 only, after its scales moved to HQQ)."),
     ("fit_throughput", "Fitting throughput and neuron error on real SmolLM2 activations",
      "All 301 sites as one batched problem (16,384 samples each, 240 Adam steps of 4,096-sample minibatches). "
      "Target: the whole SmolLM2 fit under 60 s on 2 CPU cores. Paper: ~2 min per model on an A100. The "
@@ -112,7 +113,7 @@ SECTIONS = [
      "The energy meter's exact activation-activation counts are the difference between the two fused rows "
      "(P V from per-step column sums of the softmax spikes, Q K^T from prefix sums over keys, gate-product "
      "coincidences from a kernel; none of them materializes T full maps). In fp32 the fused and timestep "
-     "executions round differently and a few spikes at a threshold flip (float64: identical, see the tests). `W8` / `W4`: fused on checkpoints converted with `--weight-bits 8` / `4` (torchao weight-only tensors, metered; on CPU they dequantize inside every call, so they save weight memory, not time; the CUDA int4 kernels need a GPU, none lent). Their perplexity is against their own quantized ANN, not hf's."),
+     "executions round differently and a few spikes at a threshold flip (float64: identical, see the tests). `W8` / `W4`: fused on checkpoints converted with `--weight-bits 8` / `4` (torchao weight-only tensors, metered; on CPU they dequantize inside every call, so they save weight memory, not time; the CUDA int4 kernels need a GPU, none lent). Their perplexity is against their own quantized ANN, not hf's; the W4 checkpoint predates the HQQ scales (same kernels, so the same speed; its perplexity is the max-scaled W4's)."),
     ("scale", "Conversion cost vs model size (random-weight LLaMA configs, CPU)",
      "How calibration forward and fitting grow with the model: 4,096 calibration tokens each, default recipe "
      "(random weights have no outlier tokens, so the prefix search finds none). The calibration forward grows "
