@@ -61,6 +61,8 @@ class ActivationDataModule(pl.LightningDataModule):
                            "prefix", "prefix_eta", "prefix_max_tokens", "exclude_outlier_tokens", "seed",
                            "weight_bits", "weight_group_size")}
         recipe["headroom"] = self.config.headroom          # resolved: "auto" means another value at another T
+        if self.config.site_timesteps:
+            recipe["site_headroom"] = {t: self.config.headroom_at(n) for t, n in self.config.site_timesteps.items()}
         blob = json.dumps({"model": path, "weights": weights, "recipe": recipe, "dtype": self.hparams.dtype,
                            "format": 3}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]

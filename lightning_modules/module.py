@@ -24,6 +24,9 @@ class NeuronFitModule(pl.LightningModule):
         self.spiking = spiking or SpikingConfig()
         self.save_hyperparameters({"spiking": self.spiking.to_dict()})
         self.automatic_optimization = False
+        if self.spiking.mixed_timesteps:
+            raise ValueError("site_timesteps (a T per site type) is fitted by `spiking-lm convert` and the Python "
+                             "API; the Lightning trainer fits one T for every site")
         self.spec = self.spiking.neuron_spec()
         fitter = fitter_name(self.spec)
         if fitter != GRADIENT:

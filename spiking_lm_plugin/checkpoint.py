@@ -19,6 +19,7 @@ from .checkpoint_files import (CONFIG_FILE, FORMAT, FORMAT_VERSION, TENSORS_FILE
                                file_digest, read_meta, verify_tensors, write_directory)
 from .config import SpikingConfig
 from .conversion import SpikingState, install
+from .fitting.grouped import site_steps
 from .model_surgery import attach, prepare, selected_sites
 from .neurons import NeuronSpec
 from .weight_recipe import WeightRecipe, describe_weights
@@ -118,6 +119,12 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
     if neurons["d"].shape[0] != len(stored):
         raise CheckpointError(f"{directory / TENSORS_FILE} has {neurons['d'].shape[0]} neurons "
                               f"for {len(stored)} sites")
+    steps = [site_steps(neurons, i) for i in range(len(stored))]
+    wanted = [config.timesteps_of(n) for n in stored]
+    if steps != wanted:
+        bad = next(i for i, (a, b) in enumerate(zip(steps, wanted)) if a != b)
+        raise CheckpointError(f"{directory / TENSORS_FILE}: site {stored[bad]} has {steps[bad]} steps but the "
+                              f"recipe in {CONFIG_FILE} gives it T={wanted[bad]}")
     prefix = meta.get("prefix", {})
     tokens = prefix.get("tokens", [])
     vocab = model.get_input_embeddings().num_embeddings

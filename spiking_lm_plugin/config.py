@@ -8,7 +8,7 @@ from typing import Any
 from .fitting.fit_config import FitConfig
 from .layerwise_config import LayerwiseConfig
 from .neurons.spec import PRESETS, NeuronSpec, validate_allocation, validate_steps
-from .sites import ALL_SITE_TYPES, HEADROOM_SITE_TYPES, validate_site_types
+from .sites import ALL_SITE_TYPES, HEADROOM_SITE_TYPES, site_type, validate_site_types
 from .weight_recipe import WeightRecipe, validate_weight_recipe
 
 
@@ -24,6 +24,9 @@ class SpikingConfig:
 
     Attributes:
         timesteps: time steps T per neuron.
+        site_timesteps: per-site-type T overriding ``timesteps`` (e.g. ``{"softmax": 8, "gate_act": 8}``): the
+            site types that make most of the coding error get more steps, the others keep T. Each T group is
+            fitted as its own batched problem; tau headroom ``auto`` follows each site's own T. None: one T.
         grains: number of grains (bases) n <= T.
         neuron: the neuron family, a preset name (multi-grain, single-grain, tied, binary, two-spike, rate,
             ttfs, integer, oat; ``NeuronSpec.preset``).
@@ -71,6 +74,7 @@ class SpikingConfig:
     """
 
     timesteps: int = 8
+    site_timesteps: dict[str, int] | None = None
     grains: int = 2
     neuron: str = "multi-grain"
     allocation: Any = None
@@ -113,6 +117,7 @@ class SpikingConfig:
         elif self.layerwise is not None and not isinstance(self.layerwise, LayerwiseConfig):
             raise ValueError(f"layerwise must be None, True, a dict or a LayerwiseConfig, got {self.layerwise!r}")
         validate_steps(self.timesteps, self.grains)
+        self._set("site_timesteps", validate_site_timesteps(self.site_timesteps, self.timesteps))
         if self.neuron not in PRESETS:
             raise ValueError(f"unknown neuron preset {self.neuron!r}; choose one of {sorted(PRESETS)}")
         if self.rotation not in ("none", "online", "full"):
@@ -165,23 +170,40 @@ class SpikingConfig:
     @property
     def headroom(self) -> float:
         """The tau headroom this config uses (``"auto"`` resolved for its T)."""
+        return self.headroom_at(self.timesteps)
+
+    def headroom_at(self, timesteps: int) -> float:
+        """The tau headroom of a site coded with ``timesteps`` steps (``"auto"`` depends on T)."""
         if self.tau_headroom == "auto":
-            return AUTO_HEADROOM if self.timesteps >= AUTO_HEADROOM_MIN_STEPS else 1.0
+            return AUTO_HEADROOM if timesteps >= AUTO_HEADROOM_MIN_STEPS else 1.0
         return float(self.tau_headroom)
+
+    def timesteps_of(self, site_name: str) -> int:
+        """T of one site: its type's entry in ``site_timesteps``, else ``timesteps``."""
+        return (self.site_timesteps or {}).get(site_type(site_name), self.timesteps)
+
+    @property
+    def mixed_timesteps(self) -> bool:
+        return bool(self.site_timesteps)
 
     @property
     def weight_recipe(self) -> "WeightRecipe | None":
         """The resolved weight recipe (None: 16-bit weights, not quantized)."""
         return WeightRecipe.from_config(self.weight_bits, self.weight_group_size)
 
-    def neuron_spec(self) -> NeuronSpec:
-        overrides = {"allocation": self.allocation} if isinstance(self.allocation, tuple) else {}
-        return NeuronSpec.preset(self.neuron, self.timesteps, self.grains, **overrides)
+    def neuron_spec(self, timesteps: int | None = None) -> NeuronSpec:
+        """The neuron family at ``timesteps`` (default T); another T than the config's keeps min(grains, T)
+        grains and a uniform allocation."""
+        if timesteps is None or timesteps == self.timesteps:
+            overrides = {"allocation": self.allocation} if isinstance(self.allocation, tuple) else {}
+            return NeuronSpec.preset(self.neuron, self.timesteps, self.grains, **overrides)
+        return NeuronSpec.preset(self.neuron, timesteps, min(self.grains, timesteps))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["sites"] = list(self.sites)
         out["headroom_sites"] = list(self.headroom_sites)
+        out["site_timesteps"] = dict(self.site_timesteps) if self.site_timesteps else None
         if isinstance(self.allocation, tuple):
             out["allocation"] = list(self.allocation)
         return out
@@ -196,3 +218,23 @@ class SpikingConfig:
         if isinstance(data.get("allocation"), list):
             data["allocation"] = tuple(data["allocation"])
         return cls(**data)
+
+
+def validate_site_timesteps(site_timesteps: Any, timesteps: int) -> dict[str, int] | None:
+    """None, or {site type: T >= 1} in site order; entries equal to ``timesteps`` are dropped (one T)."""
+    if site_timesteps is None:
+        return None
+    if not isinstance(site_timesteps, dict):
+        raise ValueError(f"site_timesteps must be a mapping of site type to T, got {site_timesteps!r}")
+    unknown = [t for t in site_timesteps if t not in ALL_SITE_TYPES]
+    if unknown:
+        raise ValueError(f"site_timesteps: unknown site types {unknown}; choose from {list(ALL_SITE_TYPES)}")
+    out = {}
+    for name in ALL_SITE_TYPES:
+        if name in site_timesteps:
+            value = site_timesteps[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"site_timesteps[{name!r}] must be an integer T >= 1, got {value!r}")
+            if value != timesteps:
+                out[name] = value
+    return out or None

@@ -18,9 +18,9 @@ from .calibration.fanout import fanout_weights
 from .calibration.stage import Calibration, calibrate
 from .config import SpikingConfig
 from .fitting import FitResult, fit_neurons, search_allocations
+from .fitting.grouped import GroupedFit, site_steps, timestep_groups
 from .model_surgery import prepare, selected_sites, spiking_sites
 from .neurons import NeuronBank, NeuronSpec
-from .neurons.dynamics import phase_code
 from .prefix import install_prefix
 from .progress import progress_bar
 from .runtime import runtime_of
@@ -37,7 +37,7 @@ class SpikingState:
     config: SpikingConfig
     spec: NeuronSpec
     site_names: list[str]
-    neurons: dict[str, torch.Tensor]          # NeuronBank.export(): [sites, T] tensors
+    neurons: dict[str, torch.Tensor]          # NeuronBank.export(): [sites, T] tensors (+ "timesteps" when T varies)
     taus: dict[str, torch.Tensor]
     base_model: str
     fingerprint: str
@@ -56,8 +56,9 @@ def install(model: nn.Module, state: SpikingState) -> None:
         raise ValueError(f"the model has no site(s) {missing[:5]}{'...' if len(missing) > 5 else ''}")
     t = state.neurons
     for i, name in enumerate(state.site_names):
-        sites[name].set_neuron(t["d"][i], t["theta"][i], t["h"][i], t["v0"][i], state.taus[name],
-                               levels=state.spec.levels, max_spikes=state.spec.max_spikes)
+        steps = site_steps(t, i)
+        sites[name].set_neuron(t["d"][i, :steps], t["theta"][i, :steps], t["h"][i, :steps], t["v0"][i],
+                               state.taus[name], levels=state.spec.levels, max_spikes=state.spec.max_spikes)
     runtime = runtime_of(model)
     runtime.spike_mask = state.config.spike_mask
     if (runtime.prefix.tokens if runtime.prefix is not None else []) != list(state.prefix):
@@ -74,30 +75,36 @@ def fit_spike_caps(config: SpikingConfig, site_names: list[str]) -> torch.Tensor
                          for n in site_names])
 
 
-def _spike_rate(bank: NeuronBank, samples: torch.Tensor) -> torch.Tensor:
-    e = bank.export()
-    cols = lambda p: [p[:, i : i + 1] for i in range(p.shape[1])]  # noqa: E731
-    with torch.no_grad():
-        _, events = phase_code(samples, cols(e["theta"]), cols(e["h"]), cols(e["d"]), e["v0"][:, None],
-                               levels=bank.spec.levels, max_spikes=bank.budget())
-    return events.mean(1) / bank.spec.timesteps
-
-
 def fit(samples: torch.Tensor, config: SpikingConfig, show_progress: bool = True,
-        site_names: list[str] | None = None, fanouts: dict[str, float] | None = None) -> FitResult:
+        site_names: list[str] | None = None, fanouts: dict[str, float] | None = None) -> FitResult | GroupedFit:
     """The fit stage: Alg. 2 (when ``allocation="search"``) then the neuron family's fitter, all sites at
-    once. ``site_names`` (the calibration's) are needed when the recipe fits with the mask inside;
+    once (with ``site_timesteps``: all sites of each T at once, a :class:`GroupedFit`). ``site_names`` (the
+    calibration's) are needed when the recipe fits with the mask inside or T varies per site;
     ``fanouts`` (``Calibration.fanouts``) weight the spike penalty per site."""
-    spec = config.neuron_spec()
-    if config.mask_in_fit and config.spike_mask is not None and site_names is None:
-        raise ValueError("fitting with the early-spike mask inside (mask_in_fit) needs the site names")
-    caps = fit_spike_caps(config, site_names or [])
-    allocations = searched_allocations(config, samples, spec)
-    total = config.fit.total_steps if spec.fitted else 0
+    if (config.mask_in_fit and config.spike_mask is not None or config.mixed_timesteps) and site_names is None:
+        raise ValueError("fitting with the early-spike mask inside (mask_in_fit) or with site_timesteps needs "
+                         "the site names")
+    names = site_names or []
+    caps = fit_spike_caps(config, names)
+    weights = fanout_weights(fanouts or {}, names)
+    groups = timestep_groups([config.timesteps_of(n) for n in names]) if config.mixed_timesteps \
+        else {config.timesteps: list(range(samples.shape[0]))}
+    specs = {t: config.neuron_spec(t) for t in groups}
+    total = sum(config.fit.total_steps for t in groups if specs[t].fitted)
+    results = []
     with progress_bar(f"fitting {samples.shape[0]} sites", total, show_progress and total > 0) as advance:
-        return fit_neurons(spec, samples, config.fit, allocations,
-                           progress=lambda i, n, phase, loss: advance(1, f"{phase} loss {loss:.3g}"),
-                           spike_caps=caps, site_weights=fanout_weights(fanouts or {}, site_names or []))
+        for t, idx in groups.items():
+            every = len(idx) == samples.shape[0]
+            part = samples if every else samples[idx]
+            allocations = searched_allocations(config, part, specs[t])
+            results.append((idx, fit_neurons(
+                specs[t], part, config.fit, allocations,
+                progress=lambda i, n, phase, loss, t=t: advance(1, f"T={t} {phase} loss {loss:.3g}"),
+                spike_caps=caps if caps is None or every else caps[idx],
+                site_weights=weights if weights is None or every else weights[idx])))
+    if not config.mixed_timesteps:
+        return results[0][1]
+    return GroupedFit(results, samples.shape[0])
 
 
 def searched_allocations(config: SpikingConfig, samples: torch.Tensor,
@@ -114,20 +121,23 @@ def build_state(config: SpikingConfig, calib: Calibration, result: FitResult, ba
     """The converted model's description, with the fit's diagnostics (binary baseline included)."""
     from .fitting import evaluate
 
+    grouped = result if isinstance(result, GroupedFit) else GroupedFit([(list(range(len(calib.site_names))), result)],
+                                                                       len(calib.site_names))
     binary = NeuronBank(NeuronSpec.preset("binary", config.timesteps), len(calib.site_names))
+    neurons = grouped.export() if isinstance(result, GroupedFit) else result.bank.export()
     return SpikingState(
-        config=config, spec=result.bank.spec, site_names=calib.site_names, neurons=result.bank.export(),
+        config=config, spec=grouped.spec, site_names=calib.site_names, neurons=neurons,
         taus=dict(calib.taus), base_model=base_model, fingerprint=fingerprint,
         fit={
             "calibrate_s": calib.seconds,
             "fit_s": fit_seconds,
             "calibration_tokens": calib.tokens,
-            "site_loss": result.loss.tolist(),
+            "site_loss": grouped.loss.tolist(),
             "site_loss_binary": evaluate(binary, calib.samples, config.fit.relative).tolist(),
-            "site_initial_loss": result.initial_loss.tolist(),
-            "site_spike_rate": _spike_rate(result.bank, calib.samples).tolist(),
-            "round_loss": result.round_loss,
-            "allocations": [list(a) for a in result.bank.allocations],
+            "site_initial_loss": grouped.initial_loss.tolist(),
+            "site_spike_rate": grouped.spike_rate(calib.samples).tolist(),
+            "round_loss": grouped.round_loss,
+            "allocations": [list(a) for a in grouped.allocations],
             "prefix_search": calib.prefix_search,
             "outlier_tokens_left_out": calib.outlier_tokens_left_out,
             "online_transforms": dict(calib.transforms),
@@ -165,7 +175,7 @@ def tune_layers(model: nn.Module, state: SpikingState, windows: torch.Tensor, sh
     theta = state.neurons["theta"].clone()
     for i, name in enumerate(state.site_names):
         if name in result.thetas:
-            theta[i] = result.thetas[name].to(theta.dtype)
+            theta[i, : site_steps(state.neurons, i)] = result.thetas[name].to(theta.dtype)
             state.taus[name] = result.taus[name].reshape(state.taus[name].shape).clone()
     state.neurons = {**state.neurons, "theta": theta}
     state.fit["layerwise"] = {"seconds": result.seconds, "block_mse_before": result.mse_before,

@@ -67,6 +67,22 @@ def _parse_group_size(text: str) -> int | str:
     return value
 
 
+def _parse_site_timesteps(text: str) -> dict[str, int] | None:
+    if text in ("", "none"):
+        return None
+    out = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--site-timesteps must be comma-separated TYPE=T pairs such as "
+                                             f"softmax=8,gate_act=8, got {text!r}") from None
+    return out
+
+
 def _comma_sites(text: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
@@ -75,6 +91,9 @@ def _comma_sites(text: str) -> tuple[str, ...]:
 #: the dataclasses, so a recipe default lives in one place
 RECIPE_FLAGS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--timesteps", "-T"), "timesteps", {"type": POSITIVE, "help": "time steps T per neuron"}),
+    (("--site-timesteps",), "site_timesteps", {
+        "type": _parse_site_timesteps, "help": "per-site-type T overriding -T, e.g. softmax=8,gate_act=8,up=8: "
+        "more steps where the coding error is made (docs/BENCHMARKS.md, fewer timesteps), the others keep T"}),
     (("--grains",), "grains", {"type": POSITIVE, "help": "number of grains (bases) n <= T"}),
     (("--neuron",), "neuron", {"help": "preset: multi-grain, single-grain, binary, tied, two-spike, rate, ttfs, "
                                        "integer, oat"}),

@@ -22,13 +22,14 @@ def normalized_samples(reservoirs: dict[str, SiteReservoir], config: SpikingConf
     n = config.samples_per_site
     for name, res in reservoirs.items():
         per_channel = config.tau == "channel" and site_type(name) in PER_CHANNEL_SITE_TYPES
-        headroom = config.headroom if site_type(name) in config.headroom_sites else 1.0
+        site_headroom = config.headroom_at(config.timesteps_of(name))     # "auto" follows the site's own T
+        headroom = site_headroom if site_type(name) in config.headroom_sites else 1.0
         u, tau = res.normalized(per_channel, headroom)
         if u.numel() >= n:
             u = u[:n]
         else:
             u = u[torch.randint(0, u.numel(), (n,), generator=gen)]
-        if config.headroom > 1.0:
+        if site_headroom > 1.0:
             maxima = res.normalized_maxima(per_channel, headroom)
             if maxima.numel() > n // 8:
                 maxima = maxima[torch.randperm(maxima.numel(), generator=gen)[: n // 8]]

@@ -22,10 +22,19 @@ def linear_op(kind: str, linear: torch.nn.Linear, tokens: int, timesteps: int | 
                     tokens, 0.0 if timesteps is None else spikes, getattr(linear, "weight_bits", None))
 
 
+def one_clock(*frames: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """Spike frames [T_i, ...] of operands with their own T padded with empty steps to the longest T (a site
+    that has sent all its spikes stays silent while the other one goes on); None stays None."""
+    steps = max((f.shape[0] for f in frames if f is not None), default=0)
+    return [f if f is None or f.shape[0] == steps else
+            torch.cat([f, f.new_zeros((steps - f.shape[0],) + f.shape[1:])]) for f in frames]
+
+
 def product_op(kind: str, numel: int, timesteps: int | None, a_frames=None, b_frames=None, a_events=None,
                b_events=None, both=None) -> ProductOp:
     """A * B; an operand is spiking when its frames or its spike count are given. ``both``: the
     coincidences when the caller already has them (then no frames are needed)."""
+    a_frames, b_frames = one_clock(a_frames, b_frames)
     a_spiking = a_frames is not None or a_events is not None
     b_spiking = b_frames is not None or b_events is not None
     operands = int(a_spiking) + int(b_spiking) if timesteps is not None else 0
@@ -134,6 +143,7 @@ def scores_op(kind: str, q_frames, k_frames, allowed: torch.Tensor, heads: int, 
               timesteps: int | None, counted: CountedPositions | None = None) -> ScoresOp:
     """Q K^T. Frames: Q [T, B, H, L, D], K [T, B, Hkv, S, D] (not repeated: a key spike fans out to every
     query head of its group); ``allowed`` [B, 1|H, L, S] bool; ``counted``: see :data:`CountedPositions`."""
+    q_frames, k_frames = one_clock(q_frames, k_frames)
     if q_frames is not None:   # a batch-shared mask counts once per sequence
         allowed = allowed.expand(q_frames.shape[1], *allowed.shape[1:])
     allowed = restrict(allowed, counted)
@@ -162,6 +172,7 @@ def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int, 
     """P V. Frames: P [T, B, H, L, S] (zero where masked) or, equivalently for the count, ``p_columns``
     [T, B, H, S] = P's spikes summed over the counted queries; V [T, B, Hkv, S, D] (not repeated);
     ``counted``: see :data:`CountedPositions`."""
+    p_frames, p_columns, v_frames = one_clock(p_frames, p_columns, v_frames)
     if v_frames is not None:   # a batch-shared mask counts once per sequence
         allowed = allowed.expand(v_frames.shape[1], *allowed.shape[1:])
     allowed = restrict(allowed, counted)

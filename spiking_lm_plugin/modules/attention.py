@@ -25,7 +25,7 @@ from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, che
 from ..runtime import SpikingRuntime
 from .block import SpikingBlock
 from .linear import HeldSpikes, SpikeFedLinear
-from .site import SpikeSite
+from .site import SpikeSite, clock_steps
 from .spike_ops import nonlinearity_of_accumulated, product, product_accumulated
 
 #: the projections reading the attention input, per family (Phi-3 fuses them)
@@ -158,7 +158,7 @@ class SpikingAttention(SpikingBlock):
         entries = allowed_entries(restrict(allowed, counted), self.num_heads) if metering else None
         if metering:
             self._emit(scores_op("qk", qs.frames, ks.frames, allowed, self.num_heads, self.head_dim,
-                                 None if qs.analog else qs.d.numel(), counted))
+                                 None if qs.analog else clock_steps(qs, ks), counted))
             self._emit(softmax_op(allowed, self.num_heads, entries, counted))
         if timestep and not qs.analog:   # the scaling goes on the query steps, not on T maps
             scores = product_accumulated(qs, ks, lambda a, b: qk(a * scaling, b))
@@ -172,7 +172,7 @@ class SpikingAttention(SpikingBlock):
             ps = self._site("softmax", probs.unsqueeze(-1), need, entries, rows=map_rows).squeeze_last()
         if metering:
             self._emit(values_op("pv", ps.frames, vs.frames, allowed, self.num_heads, self.head_dim,
-                                 None if ps.analog else ps.d.numel(), p_columns=ps.columns, counted=counted))
+                                 None if ps.analog else clock_steps(ps, vs), p_columns=ps.columns, counted=counted))
         return product(ps, vs, pv, timestep).transpose(1, 2).contiguous()
 
 

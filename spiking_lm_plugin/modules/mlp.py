@@ -14,7 +14,7 @@ from ..runtime import SpikingRuntime
 from .block import SpikingBlock
 from .linear import split_linear
 from ..neurons.kernels import coincidences
-from .site import SpikeSite
+from .site import SpikeSite, clock_steps
 from .spike_ops import nonlinearity_steps, product
 
 
@@ -72,16 +72,17 @@ class SpikingMLP(SpikingBlock):
         up = self._linear(self.up_proj, xs, "up_proj", tokens)
         spiking = [self.runtime.spiking and self.sites[n].ready for n in ("gate_act", "up")]
         # the fused count needs no frames (coincidences come from a kernel) unless one operand is analog
-        frames = timestep or (metering and spiking[0] != spiking[1])
+        one_clock = self.sites["gate_act"].timesteps == self.sites["up"].timesteps
+        frames = timestep or (metering and (spiking[0] != spiking[1] or not one_clock))
         a = self._site("gate_act", act, frames, rows=rows)
         b = self._site("up", up, frames, rows=rows)
         elements = self._elements(act, rows)
         if metering:
             self._emit(NonlinearOp(self.activation, elements))
             both = None
-            if all(spiking) and not timestep:
+            if all(spiking) and one_clock and not timestep:
                 both = coincidences(act, self.sites["gate_act"], up, self.sites["up"], rows)
-            steps = next((s.d.numel() for s in (a, b) if not s.analog), None)
+            steps = clock_steps(a, b)
             a_frames = a.frames if rows is None or a.frames is None else a.frames * rows[..., None]
             self._emit(product_op("gate_product", elements, steps, a_frames, b.frames,
                                   None if a.analog else a.events, None if b.analog else b.events, both))

@@ -42,6 +42,11 @@ class Spikes:
         return Spikes(self.value.squeeze(-1), frames, self.d, self.tau, self.events)
 
 
+def clock_steps(*spikes: Spikes) -> int | None:
+    """The steps an op on these operands runs: the longest T among the spiking ones (sites may have their
+    own T, ``SpikingConfig.site_timesteps``); None when every operand is analog."""
+    return max((s.d.numel() for s in spikes if not s.analog), default=None)
+
 
 class SpikeSite(nn.Module):
     """Frozen neuron of one site. Buffers are non-persistent: the model's state_dict stays the base's."""
