@@ -94,6 +94,23 @@ SECTIONS = [
      "ANN at W8, within 3% at W4. The paper (LLaMA-2-7B, T = 8, WikiText2; fp16 ANN 5.47): W8 7.56 / 7.25, "
      "W4 8.91 / 8.41 at grains 2 / 3 (+38% / +63% over the fp16 ANN at grain 2). The W16 and W8 rows are "
      "the previous full run's (`--keep-other-bits` reran W4 only, after its scales moved to HQQ)."),
+    ("fewer_timesteps", "Fewer timesteps: a uniform T against a T per site type",
+     "SmolLM2-135M, default recipe, one shared calibration. `uniform`: every site at T; `per-site T`: the site "
+     "types the selection below chose get T + 2 steps (`SpikingConfig(site_timesteps=...)`, "
+     "`--site-timesteps`), every other site keeps T. Perplexity over 20,480 held-out enwiki-excerpt tokens "
+     "and 8,192 held-out Botchan tokens (another domain; the calibration is enwiki only), against the plain ANN "
+     "(no prefix, what a user compares with) and the analog reference (same prefix and rotation, sites analog); "
+     "`seed std` is the standard deviation of `vs ANN` over the fitting seeds. AC and energy (our convention, "
+     "mJ per token) of one 512-token enwiki sample, fused. Targets: T = 6 within 3%, T = 5 within 8%, T = 4 "
+     "within 20%, T = 8 within 0.5% of the ANN. The paper: LLaMA-3-8B at T = 6 +31% (its reference code's "
+     "README: about +24%); nobody publishes T = 4 or 5 for a spiking LLaMA. Per-run numbers are in "
+     "`fewer_timesteps.json`."),
+    ("fewer_timesteps_sensitivity", "Which site types need the steps: the selection",
+     "How the per-site T recipes above were chosen, on calibration-split windows only (never the held-out "
+     "text): at each T every site type in turn gets T + 2 steps, all other sites keep T (neurons fitted once "
+     "per T, seed 0). `gain`: the relative perplexity drop on the selection windows; `AC added`: relative to the "
+     "uniform T model on the 512-token sample. Types are taken greedily by gain per AC added while the total "
+     "AC stays within 5% of the uniform model's. Differences below about 0.5% are within the selection's noise."),
     ("fit_throughput", "Fitting throughput and neuron error on real SmolLM2 activations",
      "All 301 sites as one batched problem (16,384 samples each, 240 Adam steps of 4,096-sample minibatches). "
      "Target: the whole SmolLM2 fit under 60 s on 2 CPU cores. Paper: ~2 min per model on an A100. The "

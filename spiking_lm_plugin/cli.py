@@ -18,14 +18,16 @@ def _summary_table(state, title: str):
 
     fit = state.fit
     table = Table(title=title)
-    for col in ("site type", "sites", "rel. MSE (ours)", "rel. MSE (binary)", "firing rate"):
+    mixed = state.config.mixed_timesteps
+    for col in ("site type", *(("T",) if mixed else ()), "sites", "rel. MSE (ours)", "rel. MSE (binary)", "firing rate"):
         table.add_column(col, justify="right" if col != "site type" else "left")
     by_type: dict[str, list[int]] = {}
     for i, name in enumerate(state.site_names):
         by_type.setdefault(site_type(name), []).append(i)
     mean = lambda key, idx: sum(fit[key][i] for i in idx) / len(idx)  # noqa: E731
     for kind, idx in by_type.items():
-        table.add_row(kind, str(len(idx)), f"{mean('site_loss', idx):.3e}", f"{mean('site_loss_binary', idx):.3e}",
+        steps = (str(state.config.timesteps_of(kind)),) if mixed else ()
+        table.add_row(kind, *steps, str(len(idx)), f"{mean('site_loss', idx):.3e}", f"{mean('site_loss_binary', idx):.3e}",
                       f"{mean('site_spike_rate', idx):.3f}")
     table.caption = (f"calibration {fit['calibration_tokens']:,} tokens in {fit['calibrate_s']:.1f}s, "
                      f"fit {len(state.site_names)} sites in {fit['fit_s']:.1f}s")

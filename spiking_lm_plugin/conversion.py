@@ -61,6 +61,7 @@ def install(model: nn.Module, state: SpikingState) -> None:
                                state.taus[name], levels=state.spec.levels, max_spikes=state.spec.max_spikes)
     runtime = runtime_of(model)
     runtime.spike_mask = state.config.spike_mask
+    runtime.mass_correction = state.config.mass_correction
     if (runtime.prefix.tokens if runtime.prefix is not None else []) != list(state.prefix):
         install_prefix(model, list(state.prefix), state.bos_token_id)
     runtime.state = state
@@ -123,7 +124,10 @@ def build_state(config: SpikingConfig, calib: Calibration, result: FitResult, ba
 
     grouped = result if isinstance(result, GroupedFit) else GroupedFit([(list(range(len(calib.site_names))), result)],
                                                                        len(calib.site_names))
-    binary = NeuronBank(NeuronSpec.preset("binary", config.timesteps), len(calib.site_names))
+    binary_loss = torch.empty(len(calib.site_names))
+    for idx, part in grouped.groups:        # the binary baseline at each site's own T
+        binary = NeuronBank(NeuronSpec.preset("binary", part.bank.spec.timesteps), len(idx))
+        binary_loss[idx] = evaluate(binary, calib.samples[idx], config.fit.relative)
     neurons = grouped.export() if isinstance(result, GroupedFit) else result.bank.export()
     return SpikingState(
         config=config, spec=grouped.spec, site_names=calib.site_names, neurons=neurons,
@@ -133,7 +137,7 @@ def build_state(config: SpikingConfig, calib: Calibration, result: FitResult, ba
             "fit_s": fit_seconds,
             "calibration_tokens": calib.tokens,
             "site_loss": grouped.loss.tolist(),
-            "site_loss_binary": evaluate(binary, calib.samples, config.fit.relative).tolist(),
+            "site_loss_binary": binary_loss.tolist(),
             "site_initial_loss": grouped.initial_loss.tolist(),
             "site_spike_rate": grouped.spike_rate(calib.samples).tolist(),
             "round_loss": grouped.round_loss,

@@ -138,6 +138,9 @@ RECIPE_FLAGS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--mask-in-fit",), "mask_in_fit", {"action": "store_true", "help": "with --spike-mask, fit the neurons "
         "with the mask inside their dynamics (their thresholds learn that only K spikes come) instead of "
         "masking neurons fitted without it"}),
+    (("--mass-correction",), "mass_correction", {"action": "store_true", "help": "give each attention row "
+        "the mass its softmax neurons round away (1 - the spiked row's sum, times the mean spiked value of the "
+        "keys it may attend to); matters most at T <= 6"}),
     (("--spike-penalty",), "fit.spike_penalty", {"type": float, "help": "lambda of the energy-aware fit: "
         "coding error + lambda x each site's fan-out-weighted firing rate (0 = the paper's objective)"}),
     (("--weight-bits",), "weight_bits", {"type": int, "choices": [16, 8, 4], "help": "quantize the decoder "

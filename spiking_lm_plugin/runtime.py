@@ -68,6 +68,8 @@ class SpikingRuntime:
     prefix_handle: Any = None
     #: the early-spike mask k (Appendix D.7): every site but the exempt ones keeps its first k spikes
     spike_mask: int | None = None
+    #: give P V the attention mass the softmax neurons round away (SpikingConfig.mass_correction)
+    mass_correction: bool = False
     #: the positions of the running forward whose energy counts (None: all); set with ``use``
     counted_tokens: CountedTokens | None = None
     #: caches the prefix hook filled, weakly keyed so a finished generation frees its cache

@@ -32,7 +32,10 @@ RULES = {LinearOp: "linear", ProductOp: "product", ScoresOp: "scores", ValuesOp:
          NonlinearOp: "nonlinear", SoftmaxOp: "softmax", HadamardOp: "hadamard", SiteFired: "site"}
 
 #: fixed MACs per element of the nonlinearities (the same in the ANN and the SNN); tanh-GELU has a few more
-NONLINEAR_MACS = {"rmsnorm": 4, "softmax": 4, "silu": 4, "gelu_tanh": 6}
+NONLINEAR_MACS = {"rmsnorm": 4, "softmax": 4, "silu": 4, "gelu_tanh": 6,
+                  # the attention mass correction per output element: lost mass x mean value, the add, the
+                  # mean's division (the row sums and key running sums ride on the same count)
+                  "mass_correction": 4}
 
 #: bits of one analog operand (activations are read and written as 32-bit values)
 WORD_BITS = 32
@@ -58,6 +61,17 @@ class OpCost:
 def _analog(mac: float, rw_bits: float) -> OpCost:
     """An op the SNN runs on analog values, exactly as the ANN does."""
     return OpCost(mac=mac, rw_bits=rw_bits, ann_mac=mac, ann_rw_bits=rw_bits)
+
+
+#: analog ops only the spiking model runs (the ANN baseline has none of them)
+SPIKING_ONLY_NONLINEAR = ("mass_correction",)
+
+
+def _nonlinear(event: NonlinearOp, rw_bits: float) -> OpCost:
+    mac = NONLINEAR_MACS[event.kind] * event.numel
+    if event.kind in SPIKING_ONLY_NONLINEAR:
+        return OpCost(mac=mac, rw_bits=rw_bits)
+    return _analog(mac, rw_bits)
 
 
 class CostModel:
@@ -110,7 +124,7 @@ class CostModel:
                       rw_bits=event.prob_spikes + event.value_spikes + WORD_BITS * event.outputs, **ann)
 
     def nonlinear(self, event: NonlinearOp) -> OpCost:
-        return _analog(NONLINEAR_MACS[event.kind] * event.numel, WORD_BITS * 2 * event.numel)
+        return _nonlinear(event, WORD_BITS * 2 * event.numel)
 
     def softmax(self, event: SoftmaxOp) -> OpCost:
         return _analog(NONLINEAR_MACS["softmax"] * event.pairs, WORD_BITS * 2 * event.pairs)
@@ -158,7 +172,7 @@ class PaperCostModel(CostModel):
                       ac=event.prob_spikes * event.head_dim + event.value_fanout_full + event.coincidences)
 
     def nonlinear(self, event: NonlinearOp) -> OpCost:
-        return _analog(NONLINEAR_MACS[event.kind] * event.numel, 0.0)
+        return _nonlinear(event, 0.0)
 
     def softmax(self, event: SoftmaxOp) -> OpCost:
         return _analog(NONLINEAR_MACS["softmax"] * event.full_pairs, 0.0)

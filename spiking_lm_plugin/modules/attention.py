@@ -24,6 +24,7 @@ from ..energy.statistics import CountedPositions, allowed_entries, restrict
 from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask
 from ..runtime import SpikingRuntime
 from .block import SpikingBlock
+from .attention_mass import lost_mass_term
 from .linear import HeldSpikes, SpikeFedLinear
 from .site import SpikeSite, clock_steps
 from .spike_ops import nonlinearity_of_accumulated, product, product_accumulated
@@ -173,7 +174,13 @@ class SpikingAttention(SpikingBlock):
         if metering:
             self._emit(values_op("pv", ps.frames, vs.frames, allowed, self.num_heads, self.head_dim,
                                  None if ps.analog else clock_steps(ps, vs), p_columns=ps.columns, counted=counted))
-        return product(ps, vs, pv, timestep).transpose(1, 2).contiguous()
+        out = product(ps, vs, pv, timestep)
+        if self.runtime.mass_correction and not ps.analog and not q.is_meta:
+            out = out + lost_mass_term(ps.value, vs.value, allowed)
+        if metering and self.runtime.mass_correction and not ps.analog:
+            outputs = (bsz * q_len if counted is None else counted[0].sum()) * self.num_heads * self.head_dim
+            self._emit(NonlinearOp("mass_correction", outputs))
+        return out.transpose(1, 2).contiguous()
 
 
 def spiking_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

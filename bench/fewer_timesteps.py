@@ -1,0 +1,144 @@
+"""Fewer timesteps at the same quality: a uniform T against a T per site type chosen from measured sensitivity.
+
+For each T below 8, every site type in turn gets T + bump steps (all other sites keep T) and the perplexity
+on calibration-split windows (never the held-out text) and the ACs of one 512-token sample are measured;
+types are then taken greedily by perplexity gained per AC added while the model stays within the AC budget
+(uniform T's ACs x (1 + slack)). The uniform and the chosen recipe are fitted with several seeds and
+evaluated on held-out enwiki-excerpt and Botchan text against the plain ANN and the analog reference, each
+fit also with the attention mass correction (``mass_correction``: it changes no neuron, only the output).
+    python bench/fewer_timesteps.py [--timesteps 4 5 6 8] [--seeds 0 1 2] [--bump 2] [--slack 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+import spiking_lm_plugin as slm
+from spiking_lm_plugin.assets import text_documents
+from spiking_lm_plugin.calibration import token_windows
+from spiking_lm_plugin.conversion import build_state, calibrate, fit, install
+from spiking_lm_plugin.energy import EnergyMeter
+from spiking_lm_plugin.model_surgery import spiking_sites
+from spiking_lm_plugin.sites import site_type
+
+from _common import eval_windows, load, perplexity, write
+
+
+def energy(model, sample: torch.Tensor) -> tuple[float, float]:
+    """(AC count, energy in mJ per token, our convention) of the fused model on one sample."""
+    meter = EnergyMeter()
+    with torch.no_grad(), model.spiking.use(mode="fused", meter=meter):
+        model(sample)
+    return meter.ac, meter.energy_j() * 1e3 / sample.numel()
+
+
+def fitted_state(model, calib, config):
+    c = calib.for_config(config)
+    return build_state(config, c, fit(c.samples, config, False, c.site_names, c.fanouts), "smollm2-135m",
+                       model.spiking.fingerprint, 0.0)
+
+
+def override(model, state, types) -> None:
+    """Install ``state``'s neurons at the sites of ``types`` only (the rest keep what is installed)."""
+    sites, t = spiking_sites(model), state.neurons
+    for i, name in enumerate(state.site_names):
+        if site_type(name) in types:
+            sites[name].set_neuron(t["d"][i], t["theta"][i], t["h"][i], t["v0"][i], state.taus[name],
+                                   levels=state.spec.levels, max_spikes=state.spec.max_spikes)
+
+
+def choose_types(model, calib, T: int, bump: int, slack: float, select, sample, sens_rows) -> dict[str, int]:
+    """The site types that get T + bump steps: greedy by perplexity gained per AC added, within the budget."""
+    low, high = (fitted_state(model, calib, slm.SpikingConfig(timesteps=t)) for t in (T, T + bump))
+    install(model, low)
+    with model.spiking.use(mode="fused"):
+        base = perplexity(model, select)
+    base_ac, _ = energy(model, sample)
+    gains = []
+    for kind in sorted({site_type(n) for n in low.site_names}):
+        install(model, low)
+        override(model, high, (kind,))
+        with model.spiking.use(mode="fused"):
+            ppl = perplexity(model, select)
+        ac, _ = energy(model, sample)
+        gains.append((kind, base - ppl, ac - base_ac))
+        sens_rows.append({"T": T, "site type": kind, "steps": T + bump, "selection ppl": ppl,
+                          "gain": (base - ppl) / base, "AC added": (ac - base_ac) / base_ac})
+        print(sens_rows[-1], flush=True)
+    chosen, spent = {}, 0.0
+    for kind, gain, added in sorted(gains, key=lambda g: -g[1] / (max(g[2], 0.0) / base_ac + 0.01)):
+        if gain > 0 and spent + max(added, 0.0) <= slack * base_ac:
+            chosen[kind] = T + bump
+            spent += max(added, 0.0)
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--timesteps", type=int, nargs="+", default=[4, 5, 6, 8])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--bump", type=int, default=2, help="extra steps a chosen site type gets")
+    parser.add_argument("--slack", type=float, default=0.05, help="AC budget over the uniform T model")
+    parser.add_argument("--eval-tokens", type=int, default=20480)
+    parser.add_argument("--botchan-tokens", type=int, default=8192)
+    parser.add_argument("--select-windows", type=int, default=8, help="calibration windows of the selection")
+    args = parser.parse_args()
+    model, tokenizer = load()
+    texts = {"enwiki": eval_windows(tokenizer, args.eval_tokens),
+             "botchan": token_windows(tokenizer, [d["text"] for d in text_documents("botchan", "evaluation")],
+                                      args.botchan_tokens, 512)}
+    ann = {k: perplexity(model, w) for k, w in texts.items()}
+    calib = calibrate(model, slm.SpikingConfig(), tokenizer=tokenizer)
+    with model.spiking.use(mode="analog"):
+        analog = {k: perplexity(model, w) for k, w in texts.items()}
+    sample, select = texts["enwiki"][:1], calib.windows[: args.select_windows]
+    print("ANN", ann, "analog", analog, flush=True)
+    rows, sens_rows, runs = [], [], []
+    for T in args.timesteps:
+        recipes = {"uniform": None}
+        if T < 8:
+            chosen = choose_types(model, calib, T, args.bump, args.slack, select, sample, sens_rows)
+            if chosen:
+                recipes["per-site T"] = chosen
+        for label, steps in recipes.items():
+            for seed in args.seeds:
+                config = slm.SpikingConfig(timesteps=T, site_timesteps=steps, fit=slm.FitConfig(seed=seed))
+                install(model, fitted_state(model, calib, config))
+                for mass in (False, True):   # the correction changes no neuron: the same fit, evaluated again
+                    model.spiking.mass_correction = mass
+                    with model.spiking.use(mode="fused"):
+                        ppl = {k: perplexity(model, w) for k, w in texts.items()}
+                    ac, mj = energy(model, sample)
+                    runs.append({"T": T, "recipe": label + (" + mass correction" if mass else ""),
+                                 "site T": steps or "-", "seed": seed, "AC (G)": ac / 1e9, "mJ/token": mj,
+                                 **{f"{k} ppl": v for k, v in ppl.items()}})
+                    print(runs[-1], flush=True)
+                model.spiking.mass_correction = False
+    for (T, label) in dict.fromkeys((r["T"], r["recipe"]) for r in runs):
+        group = [r for r in runs if r["T"] == T and r["recipe"] == label]
+        row = {"T": T, "recipe": label, "site T": group[0]["site T"], "seeds": len(group)}
+        for k in texts:
+            rel = [r[f"{k} ppl"] / ann[k] - 1 for r in group]
+            row[f"{k} ppl"] = statistics.mean(r[f"{k} ppl"] for r in group)
+            row[f"{k} vs ANN"] = statistics.mean(rel)
+            row[f"{k} vs analog"] = statistics.mean(r[f"{k} ppl"] / analog[k] - 1 for r in group)
+            row[f"{k} seed std"] = statistics.stdev(rel) if len(rel) > 1 else 0.0
+        row["AC (G)"] = statistics.mean(r["AC (G)"] for r in group)
+        row["mJ/token"] = statistics.mean(r["mJ/token"] for r in group)
+        rows.append(row)
+    refs = [{"T": "-", "recipe": name, "site T": "-", "seeds": 0,
+             **{f"{k} {c}": v for k in texts for c, v in (("ppl", ref[k]), ("vs ANN", ref[k] / ann[k] - 1),
+                                                         ("vs analog", ref[k] / analog[k] - 1), ("seed std", 0.0))},
+             "AC (G)": 0.0, "mJ/token": "-"} for name, ref in (("ANN", ann), ("analog reference", analog))]
+    meta = {"eval_tokens": {k: int(w.numel()) for k, w in texts.items()}, "bump": args.bump, "slack": args.slack,
+            "select_tokens": int(select.numel()), "runs": runs}
+    write("fewer_timesteps", refs + rows, meta)
+    if sens_rows:
+        write("fewer_timesteps_sensitivity", sens_rows, {"select_tokens": int(select.numel())})
+
+
+if __name__ == "__main__":
+    main()

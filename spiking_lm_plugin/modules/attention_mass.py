@@ -1,0 +1,40 @@
+"""The attention mass the softmax neurons round away, given back (``SpikingConfig.mass_correction``).
+
+At low T most entries of an attention row are below the softmax neuron's finest step and code as 0, so a
+spiked row sums to less than 1 (at T = 6 on SmolLM2, 6-50% of a row's mass sits in entries below 1/128).
+The analog row sums to 1 exactly, so the lost mass of row i is known from the spikes alone:
+m_i = 1 - sum_j P^_ij. It is given back spread evenly over the keys the row may attend to:
+out_i += m_i * mean_{j allowed for i} V^_j (docs/DESIGN.md, "Attention mass correction"). Both executions
+compute it from the decoded P^ and V^, so fused == timestep still holds. The block emits one event per
+output element; its price (a cost the ANN does not have) is the cost model's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..energy.statistics import intervals
+
+def mean_allowed_values(v: torch.Tensor, allowed: torch.Tensor, heads: int) -> torch.Tensor:
+    """Mean over the allowed keys of each query row: v [B, Hkv, S, D], allowed [B, 1|H, L, S] bool ->
+    [B, H, L, D]. Contiguous key runs (causal, sliding window, padding) use prefix sums over the keys."""
+    groups = heads // v.shape[1]
+    bounds = intervals(allowed)
+    if bounds is not None:
+        first, end = bounds                                                     # [B, 1, L]
+        csum = torch.cat([torch.zeros_like(v[..., :1, :]), v.cumsum(-2)], dim=-2)   # [B, Hkv, S+1, D]
+        take = lambda i: torch.gather(  # noqa: E731
+            csum, -2, i[..., None].expand(v.shape[0], v.shape[1], i.shape[-1], v.shape[-1]))
+        count = (end - first).clamp(min=1)[..., None].to(v.dtype)              # [B, 1, L, 1]
+        mean = (take(end) - take(first)) / count                               # [B, Hkv, L, D]
+        return mean.repeat_interleave(groups, dim=1) if groups > 1 else mean
+    weights = allowed.to(v.dtype).expand(v.shape[0], heads, *allowed.shape[-2:])
+    rows = weights.sum(-1, keepdim=True).clamp(min=1)
+    stacked = weights.reshape(v.shape[0], v.shape[1], -1, weights.shape[-1])   # the heads of a group along L
+    return (torch.matmul(stacked, v).reshape(v.shape[0], heads, -1, v.shape[-1])) / rows
+
+
+def lost_mass_term(p: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """(1 - sum_j P^_ij) * mean_allowed V^ for spiked maps p [B, H, L, S] and values v [B, Hkv, S, D]."""
+    lost = 1.0 - p.sum(-1, keepdim=True)
+    return lost * mean_allowed_values(v, allowed, p.shape[1]).to(p.dtype)
