@@ -7,6 +7,7 @@ import torch
 import spiking_lm_plugin as slm
 from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.energy.events import NonlinearOp
+from spiking_lm_plugin.modules.attention import grouped_matmul
 from spiking_lm_plugin.modules.attention_mass import lost_mass_term, mean_allowed_values
 
 from .helpers import random_windows, tiny_config, tiny_model
@@ -37,10 +38,11 @@ def test_mean_over_allowed_keys_matches_a_brute_force_mean(per_head):
     if per_head:                                      # a per-head mask: not one interval per row
         allowed = allowed.expand(2, 4, 7, 7).clone()
         allowed[:, 1, :, 3] = False
-    mean = mean_allowed_values(v, allowed, heads=4)
+    pv = lambda a, b: grouped_matmul(a, b, 2)  # noqa: E731
+    mean = mean_allowed_values(v, allowed, 4, pv)
     assert torch.allclose(mean, brute_force_mean(v, allowed, 4), atol=1e-12)
     p = torch.rand(2, 4, 7, 7, dtype=torch.float64) * allowed / 7
-    term = lost_mass_term(p, v, allowed)
+    term = lost_mass_term(p, v, allowed, pv)
     assert torch.allclose(term, (1 - p.sum(-1, keepdim=True)) * mean, atol=1e-12)
 
 

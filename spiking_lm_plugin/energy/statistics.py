@@ -23,8 +23,9 @@ def linear_op(kind: str, linear: torch.nn.Linear, tokens: int, timesteps: int | 
 
 
 def one_clock(*frames: torch.Tensor | None) -> list[torch.Tensor | None]:
-    """Spike frames [T_i, ...] of operands with their own T padded with empty steps to the longest T (a site
-    that has sent all its spikes stays silent while the other one goes on); None stays None."""
+    """Per-step tensors [T_i, ...] of operands with their own T padded with empty steps to the longest T (a
+    site that has sent all its spikes stays silent while the other one goes on): what the time-stepped
+    products and the meter's counts both run on; None stays None."""
     steps = max((f.shape[0] for f in frames if f is not None), default=0)
     return [f if f is None or f.shape[0] == steps else
             torch.cat([f, f.new_zeros((steps - f.shape[0],) + f.shape[1:])]) for f in frames]
@@ -112,6 +113,15 @@ def intervals(allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None
     return first, torch.where(count == 0, 0, end)
 
 
+def interval_sums(x: torch.Tensor, first: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """sum of x [..., B, Hkv, S, D] over the keys [first, end) of each query row (bounds [B, 1, L], from
+    :func:`intervals`) -> [..., B, Hkv, L, D], by prefix sums over the keys."""
+    csum = torch.cat([torch.zeros_like(x[..., :1, :]), x.cumsum(-2)], dim=-2)
+    shape = (*x.shape[:-2], first.shape[-1], x.shape[-1])
+    take = lambda i: torch.gather(csum, -2, i[..., None].expand(shape))  # noqa: E731
+    return take(end) - take(first)
+
+
 def _pair_products(qa: torch.Tensor, ka: torch.Tensor, allowed: torch.Tensor, heads: int) -> torch.Tensor:
     """sum over t and allowed (query, key) pairs of |Q_t[l]| . |K_t[s]|. With interval masks: prefix sums of
     |K_t| over keys (O(T L D) per head); else the explicit [T, L, S] products."""
@@ -121,10 +131,7 @@ def _pair_products(qa: torch.Tensor, ka: torch.Tensor, allowed: torch.Tensor, he
     if bounds is not None:
         first, end = bounds                                            # [B, 1, L]
         q_group = _grouped(qa, kv_heads).sum(3)                        # [T, B, Hkv, L, D]
-        csum = torch.cat([torch.zeros_like(ka[..., :1, :]), ka.cumsum(-2)], dim=-2)   # [T, B, Hkv, S+1, D]
-        gather = lambda i: torch.gather(  # noqa: E731
-            csum, -2, i[None, :, :, :, None].expand(csum.shape[0], csum.shape[1], kv_heads, -1, csum.shape[-1]))
-        return (q_group * (gather(end) - gather(first))).sum(dtype=torch.float64)
+        return (q_group * interval_sums(ka, first, end)).sum(dtype=torch.float64)
     if allowed.shape[1] == 1:
         both = torch.matmul(_grouped(qa, kv_heads).sum(3), ka.transpose(-1, -2))    # [T, B, Hkv, L, S]
     else:   # a per-head mask: the ungrouped product

@@ -23,8 +23,8 @@ from ..energy import NonlinearOp, TokensSeen, scores_op, softmax_op, values_op
 from ..energy.statistics import CountedPositions, allowed_entries, restrict
 from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask
 from ..runtime import SpikingRuntime
-from .block import SpikingBlock
 from .attention_mass import lost_mass_term
+from .block import SpikingBlock
 from .linear import HeldSpikes, SpikeFedLinear
 from .site import SpikeSite, clock_steps
 from .spike_ops import nonlinearity_of_accumulated, product, product_accumulated
@@ -176,7 +176,7 @@ class SpikingAttention(SpikingBlock):
                                  None if ps.analog else clock_steps(ps, vs), p_columns=ps.columns, counted=counted))
         out = product(ps, vs, pv, timestep)
         if self.runtime.mass_correction and not ps.analog and not q.is_meta:
-            out = out + lost_mass_term(ps.value, vs.value, allowed)
+            out = out + lost_mass_term(ps.value, vs.value, allowed, pv)
         if metering and self.runtime.mass_correction and not ps.analog:
             outputs = (bsz * q_len if counted is None else counted[0].sum()) * self.num_heads * self.head_dim
             self._emit(NonlinearOp("mass_correction", outputs))

@@ -11,30 +11,31 @@ output element; its price (a cost the ANN does not have) is the cost model's.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
-from ..energy.statistics import intervals
+from ..energy.statistics import interval_sums, intervals
 
-def mean_allowed_values(v: torch.Tensor, allowed: torch.Tensor, heads: int) -> torch.Tensor:
+GroupedProduct = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mean_allowed_values(v: torch.Tensor, allowed: torch.Tensor, heads: int, pv: GroupedProduct) -> torch.Tensor:
     """Mean over the allowed keys of each query row: v [B, Hkv, S, D], allowed [B, 1|H, L, S] bool ->
-    [B, H, L, D]. Contiguous key runs (causal, sliding window, padding) use prefix sums over the keys."""
+    [B, H, L, D]. Contiguous key runs (causal, sliding window, padding) use prefix sums over the keys; any
+    other mask the attention's own grouped P V product ``pv`` with the mask as the map."""
     groups = heads // v.shape[1]
     bounds = intervals(allowed)
     if bounds is not None:
         first, end = bounds                                                     # [B, 1, L]
-        csum = torch.cat([torch.zeros_like(v[..., :1, :]), v.cumsum(-2)], dim=-2)   # [B, Hkv, S+1, D]
-        take = lambda i: torch.gather(  # noqa: E731
-            csum, -2, i[..., None].expand(v.shape[0], v.shape[1], i.shape[-1], v.shape[-1]))
         count = (end - first).clamp(min=1)[..., None].to(v.dtype)              # [B, 1, L, 1]
-        mean = (take(end) - take(first)) / count                               # [B, Hkv, L, D]
+        mean = interval_sums(v, first, end) / count                            # [B, Hkv, L, D]
         return mean.repeat_interleave(groups, dim=1) if groups > 1 else mean
     weights = allowed.to(v.dtype).expand(v.shape[0], heads, *allowed.shape[-2:])
-    rows = weights.sum(-1, keepdim=True).clamp(min=1)
-    stacked = weights.reshape(v.shape[0], v.shape[1], -1, weights.shape[-1])   # the heads of a group along L
-    return (torch.matmul(stacked, v).reshape(v.shape[0], heads, -1, v.shape[-1])) / rows
+    return pv(weights, v) / weights.sum(-1, keepdim=True).clamp(min=1)
 
 
-def lost_mass_term(p: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+def lost_mass_term(p: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, pv: GroupedProduct) -> torch.Tensor:
     """(1 - sum_j P^_ij) * mean_allowed V^ for spiked maps p [B, H, L, S] and values v [B, Hkv, S, D]."""
     lost = 1.0 - p.sum(-1, keepdim=True)
-    return lost * mean_allowed_values(v, allowed, p.shape[1]).to(p.dtype)
+    return lost * mean_allowed_values(v, allowed, p.shape[1], pv).to(p.dtype)

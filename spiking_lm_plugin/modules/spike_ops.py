@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..energy.statistics import one_clock
 from ..weight_quantization import dense_weight
 from .site import Spikes
 
@@ -50,20 +51,12 @@ def apply_linear(linear: nn.Linear, spikes: Spikes) -> torch.Tensor:
     return linear(spikes.value)
 
 
-def aligned_steps(wa: torch.Tensor, wb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two trains of per-step contributions [T_a, ...], [T_b, ...] on one clock: the shorter one has sent
-    everything by its last step, so it continues with empty steps (sites with their own T)."""
-    steps = max(wa.shape[0], wb.shape[0])
-    pad = lambda w: w if w.shape[0] == steps else torch.cat([w, w.new_zeros((steps - w.shape[0],) + w.shape[1:])])  # noqa: E731
-    return pad(wa), pad(wb)
-
-
 def product_steps(a: Spikes, b: Spikes, mul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Per-step outputs of a bilinear ``mul`` (elementwise or matmul) of two spike trains: step t adds
     S_A(t) B_t + A_t S_B(t-1), what arrives at t with everything that came before it (the same as
     S_A(t) B_t + A_t S_B(t) - A_t B_t, one product fewer)."""
     dtype = step_dtype(a.value)
-    wa, wb = aligned_steps(a.weighted_frames(dtype), b.weighted_frames(dtype))
+    wa, wb = one_clock(a.weighted_frames(dtype), b.weighted_frames(dtype))
     sa = torch.cumsum(wa, dim=0)
     sb_before = torch.cumsum(wb, dim=0) - wb
     return mul(sa, wb) + mul(wa, sb_before)
@@ -74,7 +67,7 @@ def product_accumulated(a: Spikes, b: Spikes, mul: Callable[[torch.Tensor, torch
     :func:`product_steps` sum to by step t, for a nonlinearity that reads its integrated input (one
     product per step instead of two, and no running sum over T maps)."""
     dtype = step_dtype(a.value)
-    wa, wb = aligned_steps(a.weighted_frames(dtype), b.weighted_frames(dtype))
+    wa, wb = one_clock(a.weighted_frames(dtype), b.weighted_frames(dtype))
     return mul(torch.cumsum(wa, dim=0), torch.cumsum(wb, dim=0))
 
 
