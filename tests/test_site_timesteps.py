@@ -50,7 +50,8 @@ def test_mixed_timesteps_run_both_executions_alike_in_float64():
     assert a["ac"] == pytest.approx(b["ac"], rel=1e-9) and a["mac"] == pytest.approx(b["mac"], rel=1e-9)
     sites = meters["fused"].sites           # slots = elements x T: gate_act and up code the same elements
     assert sites["layers.0.gate_act"].slots / sites["layers.0.up"].slots == pytest.approx(9 / 6)
-    assert sites["layers.0.q"].slots / sites["layers.0.q"].spikes > 0
+    heads = model.config.num_attention_heads / model.config.num_key_value_heads   # q codes this many more values
+    assert sites["layers.0.q"].slots / sites["layers.0.k"].slots == pytest.approx(heads * 5 / 6)
 
 def test_each_timestep_group_is_fitted_as_the_uniform_fit_fits_it():
     model = tiny_model(vocab_size=VOCAB)
