@@ -107,9 +107,11 @@ SECTIONS = [
      "`fewer_timesteps.json`."),
     ("fewer_timesteps_sensitivity", "Which site types need the steps: the selection",
      "How the per-site T recipes above were chosen, on calibration-split windows only (never the held-out "
-     "text): at each T every site type in turn gets T + 2 steps, all other sites keep T (neurons fitted once "
-     "per T, seed 0). `gain`: the relative perplexity drop on the selection windows; `AC added`: relative to the "
-     "uniform T model on the 512-token sample. Types are taken greedily by gain per AC added while the total "
+     "text, 16 windows of 512 tokens): at each T every candidate gets T + 2 steps, all other sites keep T "
+     "(neurons fitted once per T, seed 0). A candidate is one site type, or the two factors of one product "
+     "together (gate_act with up, q with k): bumped alone, one factor's finer code meets the other's coarser "
+     "one and its measured gain is mostly noise. `gain`: the relative perplexity drop on the selection windows; `AC added`: relative to the "
+     "uniform T model on the 512-token sample. Candidates are taken greedily by gain per AC added while the total "
      "AC stays within 5% of the uniform model's. Differences below about 0.5% are within the selection's noise."),
     ("fit_throughput", "Fitting throughput and neuron error on real SmolLM2 activations",
      "All 301 sites as one batched problem (16,384 samples each, 240 Adam steps of 4,096-sample minibatches). "

@@ -183,7 +183,11 @@ def tune_layers(model: nn.Module, state: SpikingState, windows: torch.Tensor, sh
             state.taus[name] = result.taus[name].reshape(state.taus[name].shape).clone()
     state.neurons = {**state.neurons, "theta": theta}
     state.fit["layerwise"] = {"seconds": result.seconds, "block_mse_before": result.mse_before,
-                              "block_mse_after": result.mse_after}
+                              "block_mse_after": result.mse_after, "blocks_kept": result.blocks_kept,
+                              "holdout_block_mse_before": result.holdout_mse_before,
+                              "holdout_block_mse_after": result.holdout_mse_after,
+                              "holdout_nll_before": result.holdout_nll_before,
+                              "holdout_nll_after": result.holdout_nll_after, "accepted": result.accepted}
     install(model, state)
 
 

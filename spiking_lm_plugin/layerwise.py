@@ -6,7 +6,7 @@ model's own hidden states, reproduces the ANN block's output; weights stay froze
 activations are in memory at a time. Per site (network order, coordinate descent) it tries a few scales of
 tau (the clipping point) and shifts of all thresholds theta_t by a fraction of their step weight (the
 rounding offset), keeping whichever lowers the block's output error measured with the exact spiking
-forward. (A surrogate-gradient version was tried first: through the reset chain the surrogate Jacobian
+forward. Windows held out from the tuning decide whether each block's change, and the stage, is kept. (A surrogate-gradient version was tried first: through the reset chain the surrogate Jacobian
 alternates in sign, and even a straight-through estimator raised the block error on every model tried.)
 """
 
@@ -30,8 +30,14 @@ from .runtime import runtime_of
 class LayerwiseResult:
     mse_before: list[float] = field(default_factory=list)   # per block, relative to the block's own update
     mse_after: list[float] = field(default_factory=list)
+    holdout_mse_before: list[float] = field(default_factory=list)   # the same errors on the held-out windows
+    holdout_mse_after: list[float] = field(default_factory=list)
+    blocks_kept: list[bool] = field(default_factory=list)           # the block's change lowered held-out error
+    holdout_nll_before: float = float("nan")                       # model loss on the held-out windows
+    holdout_nll_after: float = float("nan")
+    accepted: bool = True                                           # False: the whole stage was undone
     seconds: float = 0.0
-    taus: dict[str, torch.Tensor] = field(default_factory=dict)      # site -> tuned tau
+    taus: dict[str, torch.Tensor] = field(default_factory=dict)      # site -> tuned tau (kept changes only)
     thetas: dict[str, torch.Tensor] = field(default_factory=dict)    # site -> tuned thresholds [T]
 
 
@@ -74,52 +80,112 @@ def _run_block(model: nn.Module, layer: nn.Module, x: torch.Tensor, trace: dict,
     return _output(layer(x, **with_cache(trace["kwargs"][index], cache)))
 
 
+def split_windows(windows: torch.Tensor, config: LayerwiseConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tuning windows, held-out windows): the first ``config.windows`` and the last
+    ``config.holdout_windows`` calibration windows, disjoint, each cut to ``config.length`` tokens."""
+    needed = config.windows + config.holdout_windows
+    if windows.shape[0] < needed:
+        raise ValueError(f"layer-wise calibration needs {needed} calibration windows ({config.windows} to tune on, "
+                         f"{config.holdout_windows} held out), got {windows.shape[0]}")
+    return windows[: config.windows, : config.length], windows[-config.holdout_windows:, : config.length]
+
+
+@torch.no_grad()
+def _model_nll(model: nn.Module, windows: torch.Tensor) -> float:
+    """Mean next-token negative log-likelihood of the installed model (its current mode) over ``windows``."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for chunk in windows.split(4):
+        chunk = chunk.to(device)
+        logits = model(chunk).logits[:, :-1].float()
+        total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                         chunk[:, 1:].reshape(-1), reduction="sum"))
+        count += chunk[:, 1:].numel()
+    return total / count
+
+
+def _block_error(model: nn.Module, layer: nn.Module, index: int, traces: list[dict], inputs: list) -> float:
+    """The block's output error against the ANN block, relative to the ANN block's own update."""
+    total = 0.0
+    for trace, x in zip(traces, inputs):
+        out = _run_block(model, layer, x, trace, index).float()
+        target = trace["targets"][index].float()
+        ann_input = trace["x0"] if index == 0 else trace["targets"][index - 1]
+        own = ((target - ann_input.float()) ** 2).mean().clamp_min(1e-12)
+        total += float(((out - target) ** 2).mean() / own)
+    return total / len(traces)
+
+
+def _tune_site(site, config: LayerwiseConfig, error, best: float) -> float:
+    """Coordinate descent on one site: the best tau scale, then the best threshold shift; returns the error."""
+    tau, theta = site.tau, site.theta
+    for scale in config.tau_scales:
+        site.tau = tau * scale
+        candidate = error()
+        if candidate < best:
+            best, tau = candidate, site.tau
+    site.tau = tau
+    for shift in config.threshold_shifts:
+        site.theta = (theta + shift * site.d).clamp_min(1e-6)
+        candidate = error()
+        if candidate < best:
+            best, theta = candidate, site.theta
+    site.theta = theta
+    return best
+
+
 @torch.no_grad()
 def layerwise_calibrate(model: nn.Module, windows: torch.Tensor, config: LayerwiseConfig | None = None,
                         show_progress: bool = True) -> LayerwiseResult:
     """Tune every block's sites in turn (fused execution, weights frozen); returns per-block errors and
-    the tuned ``tau``/``theta`` per site (``conversion.tune_layers`` installs them through the state)."""
+    the tuned ``tau``/``theta`` of the sites whose change was kept (``conversion.tune_layers`` installs
+    them through the state).
+
+    Two guards keep the stage from overfitting its few tuning windows (docs/DESIGN.md, "Layer-wise
+    calibration"): a block's change is kept only if it also lowers that block's error on the held-out
+    windows, and the whole stage is undone unless it lowers the model's loss on them. So on the held-out
+    windows the stage never makes the model worse than the per-site fit alone.
+    """
     config = config or LayerwiseConfig()
     t0 = time.perf_counter()
-    windows = windows[: config.windows, : config.length]
+    tune_windows, holdout = split_windows(windows, config)
     runtime = runtime_of(model)
-    traces = _ann_trace(model, windows, batch=max(1, min(4, windows.shape[0])))
+    tune = _ann_trace(model, tune_windows, batch=max(1, min(4, tune_windows.shape[0])))
+    held = _ann_trace(model, holdout, batch=max(1, min(4, holdout.shape[0])))
     layers = model.model.layers
     sites = spiking_sites(model)
+    fitted = {name: (site.tau, site.theta) for name, site in sites.items() if site.ready}
     result = LayerwiseResult()
-    inputs = [t["x0"] for t in traces]
+    tune_inputs, held_inputs = [t["x0"] for t in tune], [t["x0"] for t in held]
     with runtime.use(mode="fused", meter=None):
+        result.holdout_nll_before = _model_nll(model, holdout)
         with progress_bar("layer-wise calibration", len(layers), show_progress) as advance:
             for i, layer in enumerate(layers):
-                def block_error() -> float:
-                    total = 0.0
-                    for j, trace in enumerate(traces):
-                        out = _run_block(model, layer, inputs[j], trace, i).float()
-                        target = trace["targets"][i].float()
-                        ann_input = trace["x0"] if i == 0 else trace["targets"][i - 1]
-                        own = ((target - ann_input.float()) ** 2).mean().clamp_min(1e-12)
-                        total += float(((out - target) ** 2).mean() / own)
-                    return total / len(traces)
-
-                before = best = block_error()
-                for site in (s for n, s in sites.items() if n.startswith(f"layers.{i}.") and s.ready):
-                    tau, theta = site.tau, site.theta
-                    for scale in config.tau_scales:
-                        site.tau = tau * scale
-                        error = block_error()
-                        if error < best:
-                            best, tau = error, site.tau
-                    site.tau = tau
-                    for shift in config.threshold_shifts:
-                        site.theta = (theta + shift * site.d).clamp_min(1e-6)
-                        error = block_error()
-                        if error < best:
-                            best, theta = error, site.theta
-                    site.theta = theta
-                    result.taus[site.name], result.thetas[site.name] = tau.detach().cpu(), theta.detach().cpu()
-                inputs = [_run_block(model, layer, inputs[j], traces[j], i) for j in range(len(traces))]
+                block = [s for n, s in sites.items() if n.startswith(f"layers.{i}.") and s.ready]
+                before = best = _block_error(model, layer, i, tune, tune_inputs)
+                held_before = _block_error(model, layer, i, held, held_inputs)
+                for site in block:
+                    best = _tune_site(site, config, lambda: _block_error(model, layer, i, tune, tune_inputs), best)
+                held_after = _block_error(model, layer, i, held, held_inputs)
+                kept = held_after < held_before
+                for site in block:
+                    if kept:
+                        result.taus[site.name], result.thetas[site.name] = (site.tau.detach().cpu(),
+                                                                            site.theta.detach().cpu())
+                    else:
+                        site.tau, site.theta = fitted[site.name]
+                tune_inputs = [_run_block(model, layer, x, t, i) for x, t in zip(tune_inputs, tune)]
+                held_inputs = [_run_block(model, layer, x, t, i) for x, t in zip(held_inputs, held)]
                 result.mse_before.append(before)
-                result.mse_after.append(best)
-                advance(1, f"block {i}: {before:.3g} -> {best:.3g}")
+                result.mse_after.append(best if kept else before)
+                result.holdout_mse_before.append(held_before)
+                result.holdout_mse_after.append(held_after if kept else held_before)
+                result.blocks_kept.append(kept)
+                advance(1, f"block {i}: {before:.3g} -> {best:.3g} ({'kept' if kept else 'undone'})")
+        result.holdout_nll_after = _model_nll(model, holdout) if result.taus else result.holdout_nll_before
+        if result.holdout_nll_after >= result.holdout_nll_before and result.taus:
+            for name, (tau, theta) in fitted.items():
+                sites[name].tau, sites[name].theta = tau, theta
+            result.taus, result.thetas, result.accepted = {}, {}, False
     result.seconds = time.perf_counter() - t0
     return result

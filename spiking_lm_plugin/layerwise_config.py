@@ -8,17 +8,20 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class LayerwiseConfig:
     """tau_scales / threshold_shifts: the candidates tried per site (1.0 / 0.0, the fitted values, are
-    always kept as the fallback); windows x length: the calibration tokens the blocks are tuned on."""
+    always kept as the fallback); windows x length: the calibration tokens the blocks are tuned on;
+    holdout_windows: further calibration windows (the last ones, never tuned on) that decide whether each
+    block's change and the whole stage are kept."""
 
     tau_scales: tuple[float, ...] = (0.8, 1.25)
     threshold_shifts: tuple[float, ...] = (-0.25, 0.25)
-    windows: int = 2
+    windows: int = 4
     length: int = 256
+    holdout_windows: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tau_scales", tuple(float(x) for x in self.tau_scales))
         object.__setattr__(self, "threshold_shifts", tuple(float(x) for x in self.threshold_shifts))
-        for name in ("windows", "length"):
+        for name in ("windows", "length", "holdout_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LayerwiseConfig.{name} must be >= 1, got {getattr(self, name)}")
         if any(x <= 0 for x in self.tau_scales):

@@ -29,7 +29,6 @@ def test_layerwise_lowers_block_errors_and_is_saved(arch, tmp_path):
     report = state.fit["layerwise"]
     before, after = report["block_mse_before"], report["block_mse_after"]
     assert len(before) == 2 and all(a <= b for a, b in zip(after, before))
-    assert sum(after) < sum(before)                        # it did learn something
     # the tuned thresholds live in the sites and in the state that gets saved
     sites = spiking_sites(model)
     for i, name in enumerate(state.site_names):
@@ -38,7 +37,7 @@ def test_layerwise_lowers_block_errors_and_is_saved(arch, tmp_path):
     reference = spiking_sites(plain)
     moved = [not (torch.equal(sites[n].theta, reference[n].theta) and torch.equal(sites[n].tau, reference[n].tau))
              for n in state.site_names]
-    assert any(moved)
+    assert any(moved) == (report["accepted"] and any(report["blocks_kept"]))
     ids = random_windows(256, n=2, length=16, seed=4)
     expected = logits(model, ids, "fused")
     slm.save(model, tmp_path / "ckpt")
@@ -96,3 +95,42 @@ def test_oat_converts_and_round_trips(tmp_path):
     assert torch.equal(logits(fresh, ids, "fused"), expected)
     with pytest.raises(ValueError, match="T >= 2"):
         NeuronSpec.preset("oat", 1)
+
+
+@pytest.mark.slow
+def test_layerwise_never_worse_than_the_per_site_fit_on_held_out_windows(smollm2_path, smollm2_tokenizer):
+    """Real SmolLM2 (two layers), real text, a stage tuned on one short window so it is prone to overfit:
+    on the held-out calibration windows the model with the stage is no worse than without it, and every
+    block whose change was undone carries exactly the per-site fit's neurons."""
+    from spiking_lm_plugin.assets import text_documents
+    from spiking_lm_plugin.calibration import token_windows
+    from spiking_lm_plugin.layerwise import _model_nll, split_windows
+
+    from .conftest import smollm2_layers
+
+    docs = [d["text"] for d in text_documents("enwiki-excerpt", "calibration")]
+    windows = token_windows(smollm2_tokenizer, docs, 12 * 64, 64)
+    recipe = dict(timesteps=4, calibration_tokens=12 * 64, sequence_length=64)
+    stage = LayerwiseConfig(windows=1, length=16, tau_scales=(0.5, 2.0), threshold_shifts=(-0.5, 0.5))
+    off, on = smollm2_layers(smollm2_path, 2), smollm2_layers(smollm2_path, 2)
+    slm.convert(off, slm.SpikingConfig(**recipe), calibration=windows, show_progress=False)
+    state = slm.convert(on, slm.SpikingConfig(**recipe, layerwise=stage), calibration=windows, show_progress=False)
+    _, held_out = split_windows(windows, stage)
+    assert _model_nll(on, held_out) <= _model_nll(off, held_out)
+    report = state.fit["layerwise"]
+    assert len(report["blocks_kept"]) == 2
+    tuned, fitted = spiking_sites(on), spiking_sites(off)
+    for i, kept in enumerate(report["blocks_kept"]):
+        names = [n for n in state.site_names if n.startswith(f"layers.{i}.")]
+        same = all(torch.equal(tuned[n].theta, fitted[n].theta) and torch.equal(tuned[n].tau, fitted[n].tau)
+                   for n in names)
+        assert same == (not kept or not report["accepted"])
+        if kept:
+            assert report["holdout_block_mse_after"][i] < report["holdout_block_mse_before"][i]
+
+
+def test_layerwise_needs_disjoint_held_out_windows():
+    model = tiny_model("llama")
+    config = tiny_config(timesteps=4, layerwise=LayerwiseConfig(windows=4, holdout_windows=2, length=32))
+    with pytest.raises(ValueError, match="needs 6 calibration windows"):
+        slm.convert(model, config, calibration=random_windows(256, n=5, length=32), show_progress=False)
