@@ -16,6 +16,7 @@ import torch
 from spiking_lm_plugin.assets import text_documents
 from spiking_lm_plugin.calibration import token_windows
 from spiking_lm_plugin.conversion import build_state, fit, install, tune_layers
+from spiking_lm_plugin.layerwise import mean_token_nll
 from spiking_lm_plugin.loading import load_base_model
 
 OUT = Path(os.environ.get("SPIKING_LM_BENCH_OUT", "bench/results"))
@@ -36,18 +37,9 @@ def eval_windows(tokenizer, tokens: int, length: int = 512) -> torch.Tensor:
     return token_windows(tokenizer, docs, tokens, length)
 
 
-@torch.no_grad()
 def perplexity(model, windows: torch.Tensor, batch: int = 4) -> float:
     """Token-level perplexity over the windows (every window predicts its own tokens 2..L)."""
-    device = next(model.parameters()).device
-    nll, n = 0.0, 0
-    for chunk in windows.split(batch):
-        chunk = chunk.to(device)
-        logits = model(chunk).logits[:, :-1].float()
-        nll += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                       chunk[:, 1:].reshape(-1), reduction="sum"))
-        n += chunk[:, 1:].numel()
-    return math.exp(nll / n)
+    return math.exp(mean_token_nll(model, windows, batch))
 
 
 def fit_and_measure(model, calib, config, windows, layerwise: bool = False):

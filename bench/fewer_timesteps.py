@@ -5,9 +5,10 @@ perplexity on calibration-split windows (never the held-out text) and the ACs of
 measured; groups are then taken greedily by perplexity gained per AC added while the model stays within the
 AC budget (uniform T's ACs x (1 + slack)). A group is one site type, except the two factors of one product
 (gate_act with up, q with k), which are bumped together: alone, one factor's extra steps meet the other's
-coarser code in the product and the gain measured for it is mostly noise. The uniform and the chosen recipe are fitted with several seeds and
-evaluated on held-out enwiki-excerpt and Botchan text against the plain ANN and the analog reference, each
-fit also with the attention mass correction (``mass_correction``: it changes no neuron, only the output).
+coarser code in the product and the gain measured for it is mostly noise. The uniform and the chosen
+recipe are fitted with several seeds and evaluated on held-out enwiki-excerpt and Botchan text against the
+plain ANN and the analog reference, each fit also with the attention mass correction
+(``mass_correction``: it changes no neuron, only the output).
     python bench/fewer_timesteps.py [--timesteps 4 5 6 8] [--seeds 0 1 2] [--bump 2] [--slack 0.05]
 """
 

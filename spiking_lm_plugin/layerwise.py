@@ -6,8 +6,9 @@ model's own hidden states, reproduces the ANN block's output; weights stay froze
 activations are in memory at a time. Per site (network order, coordinate descent) it tries a few scales of
 tau (the clipping point) and shifts of all thresholds theta_t by a fraction of their step weight (the
 rounding offset), keeping whichever lowers the block's output error measured with the exact spiking
-forward. Windows held out from the tuning decide whether each block's change, and the stage, is kept. (A surrogate-gradient version was tried first: through the reset chain the surrogate Jacobian
-alternates in sign, and even a straight-through estimator raised the block error on every model tried.)
+forward. Windows held out from the tuning decide whether each block's change, and the stage, is kept.
+(A surrogate-gradient version was tried first: through the reset chain the surrogate Jacobian alternates
+in sign, and even a straight-through estimator raised the block error on every model tried.)
 """
 
 from __future__ import annotations
@@ -91,11 +92,12 @@ def split_windows(windows: torch.Tensor, config: LayerwiseConfig) -> tuple[torch
 
 
 @torch.no_grad()
-def _model_nll(model: nn.Module, windows: torch.Tensor) -> float:
-    """Mean next-token negative log-likelihood of the installed model (its current mode) over ``windows``."""
+def mean_token_nll(model: nn.Module, windows: torch.Tensor, batch: int = 4) -> float:
+    """Mean next-token negative log-likelihood of the model (its current mode) over ``windows`` [n, L]:
+    every window predicts its own tokens 2..L."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for chunk in windows.split(4):
+    for chunk in windows.split(batch):
         chunk = chunk.to(device)
         logits = model(chunk).logits[:, :-1].float()
         total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
@@ -158,7 +160,7 @@ def layerwise_calibrate(model: nn.Module, windows: torch.Tensor, config: Layerwi
     result = LayerwiseResult()
     tune_inputs, held_inputs = [t["x0"] for t in tune], [t["x0"] for t in held]
     with runtime.use(mode="fused", meter=None):
-        result.holdout_nll_before = _model_nll(model, holdout)
+        result.holdout_nll_before = mean_token_nll(model, holdout)
         with progress_bar("layer-wise calibration", len(layers), show_progress) as advance:
             for i, layer in enumerate(layers):
                 block = [s for n, s in sites.items() if n.startswith(f"layers.{i}.") and s.ready]
@@ -182,10 +184,12 @@ def layerwise_calibrate(model: nn.Module, windows: torch.Tensor, config: Layerwi
                 result.holdout_mse_after.append(held_after if kept else held_before)
                 result.blocks_kept.append(kept)
                 advance(1, f"block {i}: {before:.3g} -> {best:.3g} ({'kept' if kept else 'undone'})")
-        result.holdout_nll_after = _model_nll(model, holdout) if result.taus else result.holdout_nll_before
-        if result.holdout_nll_after >= result.holdout_nll_before and result.taus:
-            for name, (tau, theta) in fitted.items():
-                sites[name].tau, sites[name].theta = tau, theta
-            result.taus, result.thetas, result.accepted = {}, {}, False
+        result.holdout_nll_after = result.holdout_nll_before
+        if result.taus:
+            result.holdout_nll_after = mean_token_nll(model, holdout)
+            if result.holdout_nll_after >= result.holdout_nll_before:
+                for name, (tau, theta) in fitted.items():
+                    sites[name].tau, sites[name].theta = tau, theta
+                result.taus, result.thetas, result.accepted = {}, {}, False
     result.seconds = time.perf_counter() - t0
     return result

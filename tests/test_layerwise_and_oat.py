@@ -104,7 +104,7 @@ def test_layerwise_never_worse_than_the_per_site_fit_on_held_out_windows(smollm2
     block whose change was undone carries exactly the per-site fit's neurons."""
     from spiking_lm_plugin.assets import text_documents
     from spiking_lm_plugin.calibration import token_windows
-    from spiking_lm_plugin.layerwise import _model_nll, split_windows
+    from spiking_lm_plugin.layerwise import mean_token_nll, split_windows
 
     from .conftest import smollm2_layers
 
@@ -116,7 +116,7 @@ def test_layerwise_never_worse_than_the_per_site_fit_on_held_out_windows(smollm2
     slm.convert(off, slm.SpikingConfig(**recipe), calibration=windows, show_progress=False)
     state = slm.convert(on, slm.SpikingConfig(**recipe, layerwise=stage), calibration=windows, show_progress=False)
     _, held_out = split_windows(windows, stage)
-    assert _model_nll(on, held_out) <= _model_nll(off, held_out)
+    assert mean_token_nll(on, held_out) <= mean_token_nll(off, held_out)
     report = state.fit["layerwise"]
     assert len(report["blocks_kept"]) == 2
     tuned, fitted = spiking_sites(on), spiking_sites(off)
