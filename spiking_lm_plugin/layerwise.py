@@ -145,8 +145,8 @@ def layerwise_calibrate(model: nn.Module, windows: torch.Tensor, config: Layerwi
 
     Two guards keep the stage from overfitting its few tuning windows (docs/DESIGN.md, "Layer-wise
     calibration"): a block's change is kept only if it also lowers that block's error on the held-out
-    windows, and the whole stage is undone unless it lowers the model's loss on them. So on the held-out
-    windows the stage never makes the model worse than the per-site fit alone.
+    windows, and the whole stage is undone unless it lowers the model's loss on them by ``config.min_gain``.
+    So on the held-out windows the stage never makes the model worse than the per-site fit alone.
     """
     config = config or LayerwiseConfig()
     t0 = time.perf_counter()
@@ -187,7 +187,7 @@ def layerwise_calibrate(model: nn.Module, windows: torch.Tensor, config: Layerwi
         result.holdout_nll_after = result.holdout_nll_before
         if result.taus:
             result.holdout_nll_after = mean_token_nll(model, holdout)
-            if result.holdout_nll_after >= result.holdout_nll_before:
+            if result.holdout_nll_after > result.holdout_nll_before - config.min_gain:
                 for name, (tau, theta) in fitted.items():
                     sites[name].tau, sites[name].theta = tau, theta
                 result.taus, result.thetas, result.accepted = {}, {}, False

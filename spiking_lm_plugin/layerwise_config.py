@@ -10,13 +10,16 @@ class LayerwiseConfig:
     """tau_scales / threshold_shifts: the candidates tried per site (1.0 / 0.0, the fitted values, are
     always kept as the fallback); windows x length: the calibration tokens the blocks are tuned on;
     holdout_windows: further calibration windows (the last ones, never tuned on) that decide whether each
-    block's change and the whole stage are kept."""
+    block's change and the whole stage are kept; min_gain: how much the stage must lower the mean token
+    loss (nats) on those windows to be kept (on SmolLM2 a gain below ~0.005 nats there was noise that
+    did not carry over to held-out text, docs/DESIGN.md "Layer-wise calibration")."""
 
     tau_scales: tuple[float, ...] = (0.8, 1.25)
     threshold_shifts: tuple[float, ...] = (-0.25, 0.25)
     windows: int = 4
     length: int = 256
-    holdout_windows: int = 2
+    holdout_windows: int = 8
+    min_gain: float = 0.005
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tau_scales", tuple(float(x) for x in self.tau_scales))
@@ -24,6 +27,8 @@ class LayerwiseConfig:
         for name in ("windows", "length", "holdout_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LayerwiseConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.min_gain >= 0:
+            raise ValueError(f"LayerwiseConfig.min_gain must be >= 0, got {self.min_gain}")
         if any(x <= 0 for x in self.tau_scales):
             raise ValueError(f"LayerwiseConfig.tau_scales must be > 0, got {self.tau_scales}")
         if any(abs(x) >= 1 for x in self.threshold_shifts):

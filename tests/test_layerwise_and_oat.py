@@ -23,7 +23,7 @@ def test_layerwise_lowers_block_errors_and_is_saved(arch, tmp_path):
     model = tiny_model(arch)
     plain = tiny_model(arch)
     windows = random_windows(256, n=8, length=32)
-    config = tiny_config(timesteps=4, layerwise=LayerwiseConfig(windows=4, length=32))
+    config = tiny_config(timesteps=4, layerwise=LayerwiseConfig(windows=4, holdout_windows=2, length=32, min_gain=0.0))
     state = slm.convert(model, config, calibration=windows, show_progress=False)
     slm.convert(plain, tiny_config(timesteps=4), calibration=windows, show_progress=False)
     report = state.fit["layerwise"]
@@ -54,6 +54,8 @@ def test_layerwise_config_is_validated():
         LayerwiseConfig(windows=0)
     with pytest.raises(ValueError, match="tau_scales"):
         LayerwiseConfig(tau_scales=(0.0,))
+    with pytest.raises(ValueError, match="min_gain"):
+        LayerwiseConfig(min_gain=-0.1)
     assert slm.SpikingConfig(layerwise=True).layerwise == LayerwiseConfig()
     assert slm.SpikingConfig(layerwise={"windows": 3}).layerwise.windows == 3
     assert slm.SpikingConfig.from_dict(slm.SpikingConfig(layerwise=True).to_dict()).layerwise == LayerwiseConfig()
