@@ -210,3 +210,36 @@ def test_the_fanout_rate_weights_each_spike_by_the_outputs_it_feeds():
     summary = meter.summary()
     assert summary["firing_rate"] == 0.25 and summary["firing_rate_fanout"] == pytest.approx(0.375)
     assert summary["site_type_firing_rate"] == {"x": 0.5, "y": 0.0}
+
+
+def test_a_forward_meters_the_same_whatever_ran_before_it():
+    """The attention builds the mask's pair counts once per forward and reuses them across layers: the next
+    forward's mask, or the same mask tensor changed in place, is counted afresh, never the previous one."""
+    import spiking_lm_plugin as slm
+
+    from .helpers import random_windows, tiny_config, tiny_model
+
+    model = tiny_model()
+    slm.convert(model, tiny_config(), calibration=random_windows(256), show_progress=False)
+    ids = random_windows(256, n=2, length=12, seed=5)
+    left_padded = torch.ones(2, 12, dtype=torch.long)
+    left_padded[0, :5] = 0
+
+    def metered(mask: torch.Tensor) -> dict:
+        meter = EnergyMeter()
+        with torch.no_grad(), model.spiking.use(mode="fused", meter=meter):
+            model(ids, attention_mask=mask)
+        return {(key, name): float(getattr(event, name)) for key, event in meter.events.items()
+                for name in ("pairs", "query_fanout", "key_fanout", "coincidences") if hasattr(event, name)}
+
+    alone = metered(left_padded)
+    full = torch.ones_like(left_padded)
+    assert metered(full) != alone                   # the padding changes the attention's counts
+    assert metered(left_padded) == alone            # and a forward after another counts its own mask
+    # a 4D mask reaches the attention as the caller's tensor: changed in place, it is a new mask
+    custom = torch.ones(12, 12, dtype=torch.bool).tril()[None, None].clone()
+    before = metered(custom)
+    custom[..., :3] = False
+    after = metered(custom)
+    model.spiking.attention_mask_memo = None
+    assert after != before and after == metered(custom.clone())

@@ -1,4 +1,5 @@
-"""The compiled site kernel gives the same spikes as the eager one (torch.compile, C++ backend)."""
+"""The compiled site kernels give the same spikes, and the compiled meter sums the same counts, as the eager
+ones (torch.compile, C++ backend)."""
 
 import os
 import subprocess
@@ -25,6 +26,21 @@ value2, frames, events2 = kernels.site_frames(*args)
 assert not kernels._compile_failed, "compiled path fell back to eager"
 assert torch.allclose(value, eager[0].view(x.shape), rtol=0, atol=1e-6)
 assert int(events) == int(eager[1]) == int(events2) == int(frames.abs().sum())
+
+# the energy meter's compiled attention sums count what the eager ones count
+from spiking_lm_plugin import energy
+T, B, H, Hkv, L, D = 3, 2, 4, 2, 9, 8
+g = torch.Generator().manual_seed(0)
+q, k, v = (torch.randint(-1, 2, (T, B, n, L, D), generator=g).float() for n in (H, Hkv, Hkv))
+p = torch.randint(0, 2, (T, B, H, L, L), generator=g).float()
+allowed = torch.ones(L, L, dtype=torch.bool).tril()[None, None]
+counted = (torch.rand(B, L, generator=g) > 0.3, torch.ones(B, L, dtype=torch.bool))
+ops = lambda: (energy.scores_op("qk", q, k, allowed, H, D, T, counted),
+               energy.values_op("pv", p, v, allowed, H, D, T, counted=counted))
+compiled = ops()
+os.environ["SPIKING_LM_COMPILE"] = "0"
+assert compiled == ops(), (compiled, ops())
+assert not kernels._compile_failed, "compiled path fell back to eager"
 print("ok")
 """
 

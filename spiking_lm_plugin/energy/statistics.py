@@ -6,8 +6,12 @@ Frames are signed spike magnitudes [T, ...]; a masked attention pair never count
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 import torch
 
+from ..neurons.kernels import _call
 from .events import Count, LinearOp, ProductOp, ScoresOp, SoftmaxOp, ValuesOp
 
 
@@ -78,15 +82,54 @@ def _rectangle(allowed: torch.Tensor, heads: int, counted: CountedPositions | No
     return queries, keys, heads * (queries * keys).sum()
 
 
-def _counted_frames(frames: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
-    """Frames [T, B, H, N, ...] with the positions [B, N] that do not count zeroed."""
-    if positions is None:
-        return frames
-    return frames * positions[None, :, None, :, None].to(frames.dtype)
+@dataclass(frozen=True, eq=False)
+class PairCounts:
+    """What the attention op counts read of one mask, restricted to the counted positions. Every layer of a
+    forward sees the same mask, so the attention builds this once per forward and shares it."""
+
+    allowed: torch.Tensor              # [B, 1|H, L, S] bool: the allowed pairs whose query and key both count
+    heads: int
+    counted: CountedPositions | None
+    pairs: torch.Tensor                # allowed pairs over all heads
+    keys_per_query: torch.Tensor       # [B, 1|H, L]
+    queries_per_key: torch.Tensor      # [B, 1|H, S]
+    queries: Count                     # the rectangle of :func:`_rectangle`
+    keys: Count
+    full: Count
+
+    @classmethod
+    def of(cls, allowed: torch.Tensor, heads: int, counted: CountedPositions | None = None,
+           batch: int | None = None) -> "PairCounts":
+        """From a [B|1, 1|H, L, S] mask; ``batch``: the sequences a batch-shared mask counts once each."""
+        if batch is not None:
+            allowed = allowed.expand(batch, *allowed.shape[1:])
+        rectangle = _rectangle(allowed, heads, counted)
+        allowed = restrict(allowed, counted)
+        return cls(allowed, heads, counted, *_allowed_counts(allowed, heads), *rectangle)
+
+    @cached_property
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:func:`intervals` of the restricted mask."""
+        return intervals(self.allowed)
+
+
+def _pair_counts(allowed: "torch.Tensor | PairCounts", heads: int, counted: CountedPositions | None,
+                 frames: torch.Tensor | None) -> PairCounts:
+    if isinstance(allowed, PairCounts):
+        return allowed
+    return PairCounts.of(allowed, heads, counted, None if frames is None else frames.shape[1])
+
+
+def _magnitudes(frames: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """|frames| [T, B, H, N, ...] in float32 with the positions [B, N] that do not count zeroed (one copy)."""
+    out = frames.abs() if frames.dtype == torch.float32 else frames.abs().to(torch.float32)
+    if positions is not None:
+        out.mul_(positions[None, :, None, :, None].to(out.dtype))
+    return out
 
 
 def _per_sequence(frames: torch.Tensor) -> torch.Tensor:
-    """Spikes per sequence [B] of frames [T, B, ...] (reduced in place of a transposed copy)."""
+    """Spikes per sequence [B] of frames (or their row sums) [T, B, ...], reduced without a transposed copy."""
     return frames.sum(dim=tuple(d for d in range(frames.ndim) if d != 1), dtype=torch.float64)
 
 
@@ -122,20 +165,19 @@ def interval_sums(x: torch.Tensor, first: torch.Tensor, end: torch.Tensor) -> to
     return take(end) - take(first)
 
 
-def _pair_products(qa: torch.Tensor, ka: torch.Tensor, allowed: torch.Tensor, heads: int) -> torch.Tensor:
-    """sum over t and allowed (query, key) pairs of |Q_t[l]| . |K_t[s]|. With interval masks: prefix sums of
-    |K_t| over keys (O(T L D) per head); else the explicit [T, L, S] products."""
+def _pair_products(qa: torch.Tensor, q_group: torch.Tensor, ka: torch.Tensor, mask: PairCounts) -> torch.Tensor:
+    """sum over t and allowed (query, key) pairs of |Q_t[l]| . |K_t[s]| (``q_group``: |Q| summed over each
+    key/value head's query heads). With interval masks: prefix sums of |K_t| over keys (O(T L D) per head);
+    else the explicit [T, L, S] products."""
     kv_heads = ka.shape[2]
-    groups = heads // kv_heads
-    bounds = intervals(allowed)
-    if bounds is not None:
-        first, end = bounds                                            # [B, 1, L]
-        q_group = _grouped(qa, kv_heads).sum(3)                        # [T, B, Hkv, L, D]
+    if mask.bounds is not None:
+        first, end = mask.bounds                                       # [B, 1, L]
         return (q_group * interval_sums(ka, first, end)).sum(dtype=torch.float64)
+    allowed = mask.allowed
     if allowed.shape[1] == 1:
-        both = torch.matmul(_grouped(qa, kv_heads).sum(3), ka.transpose(-1, -2))    # [T, B, Hkv, L, S]
+        both = torch.matmul(q_group, ka.transpose(-1, -2))             # [T, B, Hkv, L, S]
     else:   # a per-head mask: the ungrouped product
-        both = torch.matmul(qa, ka.repeat_interleave(groups, dim=2).transpose(-1, -2))
+        both = torch.matmul(qa, ka.repeat_interleave(mask.heads // kv_heads, dim=2).transpose(-1, -2))
     return (both * allowed.to(torch.float32)).sum(dtype=torch.float64)
 
 
@@ -146,60 +188,85 @@ def _queries_per_key(queries_per_key: torch.Tensor, allowed: torch.Tensor, kv_he
     return _grouped(queries_per_key[None], kv_heads)[0].sum(2)
 
 
-def scores_op(kind: str, q_frames, k_frames, allowed: torch.Tensor, heads: int, head_dim: int,
+def scores_op(kind: str, q_frames, k_frames, allowed: torch.Tensor | PairCounts, heads: int, head_dim: int,
               timesteps: int | None, counted: CountedPositions | None = None) -> ScoresOp:
     """Q K^T. Frames: Q [T, B, H, L, D], K [T, B, Hkv, S, D] (not repeated: a key spike fans out to every
-    query head of its group); ``allowed`` [B, 1|H, L, S] bool; ``counted``: see :data:`CountedPositions`."""
+    query head of its group); ``allowed`` [B, 1|H, L, S] bool (a batch-shared mask counts once per
+    sequence) or its :class:`PairCounts`; ``counted``: see :data:`CountedPositions`."""
     q_frames, k_frames = one_clock(q_frames, k_frames)
-    if q_frames is not None:   # a batch-shared mask counts once per sequence
-        allowed = allowed.expand(q_frames.shape[1], *allowed.shape[1:])
-    allowed = restrict(allowed, counted)
-    pairs, keys_per_query, queries_per_key = _allowed_counts(allowed, heads)
-    queries, keys, full = _rectangle(allowed, heads, counted)
+    mask = _pair_counts(allowed, heads, counted, q_frames)
     if timesteps is None:
-        return ScoresOp(kind, head_dim, None, pairs, full_pairs=full)
-    rows, columns = (None, None) if counted is None else counted
-    qa = _counted_frames(q_frames.abs().to(torch.float32), rows)
-    ka = _counted_frames(k_frames.abs().to(torch.float32), columns)
-    kv_heads = ka.shape[2]
+        return ScoresOp(kind, head_dim, None, mask.pairs, full_pairs=mask.full)
+    rows, columns = (None, None) if mask.counted is None else mask.counted
+    kv_heads = k_frames.shape[2]
     groups = heads // kv_heads
-    term_q = (qa.sum(-1) * keys_per_query).sum(dtype=torch.float64)
-    term_k = (ka.sum(-1) * _queries_per_key(queries_per_key, allowed, kv_heads, heads)).sum(dtype=torch.float64)
-    q_spikes, k_spikes = _per_sequence(qa), _per_sequence(ka)
+    per_key = _queries_per_key(mask.queries_per_key, mask.allowed, kv_heads, heads)
+    if mask.bounds is not None:   # the common masks: one compiled pass over each operand's frames
+        sums = _call("score_sums", _interval_score_sums, q_frames, k_frames, rows, columns,
+                     mask.keys_per_query, per_key, *mask.bounds)
+    else:
+        sums = _score_sums(q_frames, k_frames, rows, columns, mask.keys_per_query, per_key, mask)
+    term_q, term_k, both, both_full, q_spikes, k_spikes = sums
+    return ScoresOp(kind, head_dim, timesteps, mask.pairs, term_q, term_k, both, q_spikes.sum(), k_spikes.sum(),
+                    mask.full, (q_spikes * mask.keys).sum(), (k_spikes * mask.queries).sum() * groups, both_full)
+
+
+def _score_sums(q_frames: torch.Tensor, k_frames: torch.Tensor, rows: torch.Tensor | None,
+                columns: torch.Tensor | None, keys_per_query: torch.Tensor, queries_per_key: torch.Tensor,
+                mask: PairCounts | tuple[torch.Tensor, torch.Tensor]):
+    """(term_q, term_k, coincidences, coincidences over the full rectangle, q and k spikes per sequence) of
+    Q K^T; ``mask``: the interval bounds or the pair counts."""
+    qa, ka = _magnitudes(q_frames, rows), _magnitudes(k_frames, columns)
+    kv_heads = ka.shape[2]
+    q_rows, k_rows = qa.sum(-1), ka.sum(-1)                          # [T, B, H, L], [T, B, Hkv, S]
+    q_group = _grouped(qa, kv_heads).sum(3)                           # [T, B, Hkv, L, D]
+    # the inner sums over D stay exact in float32 (small integers); the long ones run in float64
+    term_q = (q_rows * keys_per_query).sum(dtype=torch.float64)
+    term_k = (k_rows * queries_per_key).sum(dtype=torch.float64)
+    if isinstance(mask, PairCounts):
+        both = _pair_products(qa, q_group, ka, mask)
+    else:
+        both = (q_group * interval_sums(ka, *mask)).sum(-1).sum(dtype=torch.float64)
     # every query row meets every key row: (sum over queries) . (sum over keys), per key/value head
-    both_full = (_grouped(qa, kv_heads).sum((3, 4)) * ka.sum(-2)).sum(dtype=torch.float64)
-    return ScoresOp(kind, head_dim, timesteps, pairs, term_q, term_k, _pair_products(qa, ka, allowed, heads),
-                    q_spikes.sum(), k_spikes.sum(), full, (q_spikes * keys).sum(),
-                    (k_spikes * queries).sum() * groups, both_full)
+    both_full = (q_group.sum(3) * ka.sum(-2)).sum(dtype=torch.float64)
+    return term_q, term_k, both, both_full, _per_sequence(q_rows), _per_sequence(k_rows)
 
 
-def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor, heads: int, head_dim: int,
+def _interval_score_sums(q_frames, k_frames, rows, columns, keys_per_query, queries_per_key, first, end):
+    """:func:`_score_sums` of a mask whose rows allow contiguous key runs [first, end)."""
+    return _score_sums(q_frames, k_frames, rows, columns, keys_per_query, queries_per_key, (first, end))
+
+
+def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor | PairCounts, heads: int, head_dim: int,
               timesteps: int | None, p_columns: torch.Tensor | None = None,
               counted: CountedPositions | None = None) -> ValuesOp:
     """P V. Frames: P [T, B, H, L, S] (zero where masked) or, equivalently for the count, ``p_columns``
     [T, B, H, S] = P's spikes summed over the counted queries; V [T, B, Hkv, S, D] (not repeated);
-    ``counted``: see :data:`CountedPositions`."""
+    ``allowed``, ``counted``: as in :func:`scores_op`."""
     p_frames, p_columns, v_frames = one_clock(p_frames, p_columns, v_frames)
-    if v_frames is not None:   # a batch-shared mask counts once per sequence
-        allowed = allowed.expand(v_frames.shape[1], *allowed.shape[1:])
-    allowed = restrict(allowed, counted)
-    pairs, _, queries_per_key = _allowed_counts(allowed, heads)
-    queries, _, full = _rectangle(allowed, heads, counted)
+    mask = _pair_counts(allowed, heads, counted, v_frames)
     if timesteps is None:
-        return ValuesOp(kind, head_dim, None, pairs, full_pairs=full)
-    rows, columns = (None, None) if counted is None else counted
-    va = _counted_frames(v_frames.abs().to(torch.float32), columns)
-    kv_heads = va.shape[2]
-    if p_columns is None:   # softmax outputs are >= 0: their frames are the magnitudes
-        p_columns = _counted_frames(p_frames.to(torch.float32), rows).sum(-2)
-    outputs = heads * head_dim * (p_columns.shape[1] * queries if counted is None else queries.sum())
-    v_rows = va.sum(-1)                                            # [T, B, Hkv, S]
-    term_v = (v_rows * _queries_per_key(queries_per_key, allowed, kv_heads, heads)).sum(dtype=torch.float64)
-    p_per_key = _grouped(p_columns.to(torch.float32), kv_heads).sum(3)      # [T, B, Hkv, S]
-    v_spikes = _per_sequence(va)
-    return ValuesOp(kind, head_dim, timesteps, pairs, float(outputs) if counted is None else outputs,
-                    p_per_key.sum(dtype=torch.float64), term_v, (p_per_key * v_rows).sum(dtype=torch.float64),
-                    v_spikes.sum(), full, (v_spikes * queries).sum() * (heads // kv_heads))
+        return ValuesOp(kind, head_dim, None, mask.pairs, full_pairs=mask.full)
+    rows, columns = (None, None) if mask.counted is None else mask.counted
+    if p_columns is None:   # softmax outputs are >= 0: the frames are their magnitudes (no |.| copy of T maps)
+        p_columns = (p_frames if rows is None else p_frames * rows[None, :, None, :, None]).sum(-2, dtype=torch.float32)
+    kv_heads = v_frames.shape[2]
+    queries = mask.queries
+    outputs = heads * head_dim * (p_columns.shape[1] * queries if mask.counted is None else queries.sum())
+    per_key = _queries_per_key(mask.queries_per_key, mask.allowed, kv_heads, heads)
+    p_spikes, term_v, both, v_spikes = _call("value_sums", _value_sums, v_frames, columns, p_columns, per_key)
+    return ValuesOp(kind, head_dim, timesteps, mask.pairs, float(outputs) if mask.counted is None else outputs,
+                    p_spikes, term_v, both, v_spikes.sum(), mask.full, (v_spikes * queries).sum() * (heads // kv_heads))
+
+
+def _value_sums(v_frames: torch.Tensor, columns: torch.Tensor | None, p_columns: torch.Tensor,
+                queries_per_key: torch.Tensor):
+    """(P spikes, term_v, coincidences, V spikes per sequence) of P V in one pass over V's frames."""
+    va = _magnitudes(v_frames, columns)
+    v_rows = va.sum(-1)                                                        # [T, B, Hkv, S]
+    p_per_key = _grouped(p_columns.to(torch.float32), va.shape[2]).sum(3)      # [T, B, Hkv, S]
+    return (p_per_key.sum(dtype=torch.float64), (v_rows * queries_per_key).sum(dtype=torch.float64),
+            (p_per_key * v_rows).sum(dtype=torch.float64), _per_sequence(v_rows))
 
 
 def allowed_entries(allowed: torch.Tensor, heads: int) -> torch.Tensor:
@@ -207,9 +274,12 @@ def allowed_entries(allowed: torch.Tensor, heads: int) -> torch.Tensor:
     return _allowed_counts(allowed, heads)[0]
 
 
-def softmax_op(allowed: torch.Tensor, heads: int, entries: Count | None = None,
+def softmax_op(allowed: torch.Tensor | PairCounts, heads: int, entries: Count | None = None,
                counted: CountedPositions | None = None) -> SoftmaxOp:
-    """The softmax over the allowed entries of a [B, 1|H, L, S] mask (``entries``: their count, when the
-    caller has it) and the rectangle they sit in; ``counted``: see :data:`CountedPositions`."""
+    """The softmax over the allowed entries of a [B, 1|H, L, S] mask (or its :class:`PairCounts`;
+    ``entries``: their count, when the caller has it) and the rectangle they sit in; ``counted``: see
+    :data:`CountedPositions`."""
+    if isinstance(allowed, PairCounts):
+        return SoftmaxOp("softmax", allowed.pairs if entries is None else entries, allowed.full)
     pairs = allowed_entries(restrict(allowed, counted), heads) if entries is None else entries
     return SoftmaxOp("softmax", pairs, _rectangle(allowed, heads, counted)[2])

@@ -14,13 +14,14 @@ exact. The KV cache holds the analog k and v; they are spiked on read, so both e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..energy import NonlinearOp, TokensSeen, scores_op, softmax_op, values_op
-from ..energy.statistics import CountedPositions, allowed_entries, restrict
+from ..energy.statistics import CountedPositions, PairCounts
 from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask
 from ..runtime import SpikingRuntime
 from .attention_mass import lost_mass_term
@@ -51,6 +52,50 @@ def allowed_pairs(mask: torch.Tensor | None, q_len: int, k_len: int, device) -> 
     if mask.dtype == torch.bool:
         return mask
     return mask == 0
+
+
+@dataclass(eq=False)
+class ForwardMask:
+    """One forward's attention mask in the forms every layer uses: the allowed pairs [B, 1, L, S], the
+    additive mask (batch-shared) and, when metering, the energy's pair counts. transformers hands all layers
+    one mask tensor; the key holds it (and the counted positions), so an id in the key cannot be reused by
+    another tensor while the memo lives, and its version counter catches an in-place update."""
+
+    key: tuple | None
+    held: tuple
+    allowed: torch.Tensor
+    additive: torch.Tensor
+    counts: PairCounts | None
+
+    @staticmethod
+    def key_of(attention_mask, q: torch.Tensor, bsz: int, q_len: int, k_len: int, tokens,
+               metering: bool) -> tuple | None:
+        """None where the mask cannot be recognized again (a meta count; an inference-mode tensor has no
+        version counter): then every layer builds its own."""
+        if q.is_meta:
+            return None
+        try:
+            version = None if attention_mask is None else attention_mask._version
+        except RuntimeError:
+            return None
+        return (id(attention_mask), version, id(tokens), metering, bsz, q_len, k_len, q.dtype, q.device)
+
+    @classmethod
+    def build(cls, key: tuple | None, held: tuple, attention_mask: torch.Tensor | None, q: torch.Tensor, bsz: int,
+              q_len: int, k_len: int, heads: int, metering: bool, counted: CountedPositions | None) -> "ForwardMask":
+        if q.is_meta:   # a count without weights (baseline energy): one unpadded causal sample, counted on the CPU
+            allowed = allowed_pairs(None, q_len, k_len, "cpu")
+            additive = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+        else:
+            allowed = allowed_pairs(attention_mask, q_len, k_len, q.device)
+            if attention_mask is None or attention_mask.dtype == torch.bool:
+                additive = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+            else:
+                additive = attention_mask
+        # energy counts are per sequence; the additive mask stays batch-shared (no [B, 1, L, S] copy)
+        allowed = allowed.expand(bsz, *allowed.shape[1:])
+        counts = PairCounts.of(allowed, heads, counted) if metering else None
+        return cls(key, held, allowed, additive, counts)
 
 
 class SpikingAttention(SpikingBlock):
@@ -115,6 +160,18 @@ class SpikingAttention(SpikingBlock):
         cached = torch.ones(bsz, k_len - q_len, dtype=torch.bool, device=tokens.present.device)
         return tokens.counted, torch.cat([cached, tokens.present], dim=1)
 
+    def _forward_mask(self, attention_mask: torch.Tensor | None, q: torch.Tensor, bsz: int, q_len: int, k_len: int,
+                      counted: CountedPositions | None) -> "ForwardMask":
+        """The mask as this forward's layers need it, built by the first layer and reused by the rest."""
+        tokens, metering = self.runtime.counted_tokens, self.metering
+        key = ForwardMask.key_of(attention_mask, q, bsz, q_len, k_len, tokens, metering)
+        memo = self.runtime.attention_mask_memo
+        if key is None or not isinstance(memo, ForwardMask) or memo.key != key:
+            memo = ForwardMask.build(key, (attention_mask, tokens), attention_mask, q, bsz, q_len, k_len,
+                                     self.num_heads, metering, counted if metering else None)
+            self.runtime.attention_mask_memo = None if key is None else memo
+        return memo
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
                scaling: float, softcap: float | None) -> torch.Tensor:
         """softmax(Q K^T scaling + mask) V on spiked q [B, H, L, D], k, v [B, Hkv, S, D] -> [B, L, H, D]."""
@@ -131,17 +188,8 @@ class SpikingAttention(SpikingBlock):
         qs = self._site("q", q, need, rows=query_rows)
         ks, vs = self._site("k", k, need, rows=key_rows), self._site("v", v, need, rows=key_rows)
 
-        if q.is_meta:   # a count without weights (baseline energy): one unpadded causal sample, counted on the CPU
-            allowed = allowed_pairs(None, q_len, k_len, "cpu")
-            attention_mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
-        else:
-            allowed = allowed_pairs(attention_mask, q_len, k_len, q.device)
-        if attention_mask is None or attention_mask.dtype == torch.bool:
-            additive = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
-        else:
-            additive = attention_mask
-        # energy counts are per sequence; the additive mask above stays batch-shared (no [B, 1, L, S] copy)
-        allowed = allowed.expand(bsz, *allowed.shape[1:])
+        mask = self._forward_mask(attention_mask, q, bsz, q_len, k_len, counted)
+        allowed, additive = mask.allowed, mask.additive
 
         def capped(scores: torch.Tensor) -> torch.Tensor:   # Gemma-2: cap * tanh(scores / cap), analog
             return scores if not softcap else torch.tanh(scores / softcap) * softcap
@@ -156,11 +204,12 @@ class SpikingAttention(SpikingBlock):
         qk = lambda a, b: grouped_matmul(a, b.transpose(-1, -2), groups)  # noqa: E731
         pv = lambda a, b: grouped_matmul(a, b, groups)  # noqa: E731
         # masked entries of the map are not neurons: the softmax site's slots are the allowed entries
-        entries = allowed_entries(restrict(allowed, counted), self.num_heads) if metering else None
+        pairs = mask.counts
+        entries = pairs.pairs if metering else None
         if metering:
-            self._emit(scores_op("qk", qs.frames, ks.frames, allowed, self.num_heads, self.head_dim,
-                                 None if qs.analog else clock_steps(qs, ks), counted))
-            self._emit(softmax_op(allowed, self.num_heads, entries, counted))
+            self._emit(scores_op("qk", qs.frames, ks.frames, pairs, self.num_heads, self.head_dim,
+                                 None if qs.analog else clock_steps(qs, ks)))
+            self._emit(softmax_op(pairs, self.num_heads))
         if timestep and not qs.analog:   # the scaling goes on the query steps, not on T maps
             scores = product_accumulated(qs, ks, lambda a, b: qk(a * scaling, b))
             probs = nonlinearity_of_accumulated(normalize, scores).sum(0).to(q.dtype)
@@ -172,8 +221,8 @@ class SpikingAttention(SpikingBlock):
         else:
             ps = self._site("softmax", probs.unsqueeze(-1), need, entries, rows=map_rows).squeeze_last()
         if metering:
-            self._emit(values_op("pv", ps.frames, vs.frames, allowed, self.num_heads, self.head_dim,
-                                 None if ps.analog else clock_steps(ps, vs), p_columns=ps.columns, counted=counted))
+            self._emit(values_op("pv", ps.frames, vs.frames, pairs, self.num_heads, self.head_dim,
+                                 None if ps.analog else clock_steps(ps, vs), p_columns=ps.columns))
         out = product(ps, vs, pv, timestep)
         if self.runtime.mass_correction and not ps.analog and not q.is_meta:
             out = out + lost_mass_term(ps.value, vs.value, allowed, pv)
