@@ -70,7 +70,7 @@ def main() -> None:
         kept = [r for r in json.loads(previous.read_text())["rows"] if r["model"] not in fresh]
         for row in rows:
             row["throughput vs hf"] = rows[0]["seconds"] / row["seconds"]
-        order = [label for label, _ in variants]
+        order = [label for label, _ in variants] + [r["model"] for r in kept]   # kept W8 / W4 rows go last
         rows = sorted(rows + kept, key=lambda r: order.index(r["model"]))
         meta.update(command=f"python bench/lm_eval_throughput.py --checkpoint {args.checkpoint}",
                     rows_refreshed=args.variants)

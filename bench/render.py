@@ -126,12 +126,18 @@ SECTIONS = [
      "float64 model, where it equals the fused execution to 1e-10): it is the faithful simulator, not a fast "
      "path; the fp32 rows show how far its logits are from the fused ones (a spike at a threshold flips "
      "and the flip propagates). Calibration includes the prefix search and runs every window after the "
-     "prefix KV; the plain forward includes the lm_head, which calibration skips."),
+     "prefix KV; the plain forward includes the lm_head, which calibration skips. In this run the "
+     "timestep metered rows were measured with a meter that took |.| of the T softmax maps before counting "
+     "them (since removed: they are >= 0); the run before it, with the old eager meter sums, had T = 8 "
+     "timestep metered at 11.65x. A rerun on the same machine was disturbed (its T = 8 timestep came out at "
+     "1.4x the ANN, which no T = 8 simulator can reach) and is not shown."),
     ("lm_eval_throughput", "lm-eval throughput: hf vs spiking-hf",
-     "Same 4 documents of `spiking_enwiki_ppl_short`, after a warm-up document. Target: fused >= 0.7x hf. "
+     "Same 4 documents of `spiking_enwiki_ppl_short`, after a warm-up document. Target: metered fused >= 0.9x hf. "
      "The energy meter's exact activation-activation counts are the difference between the two fused rows "
-     "(P V from per-step column sums of the softmax spikes, Q K^T from prefix sums over keys, gate-product "
-     "coincidences from a kernel; none of them materializes T full maps). In fp32 the fused and timestep "
+     "(P V from per-step column sums of the softmax spikes, Q K^T from prefix sums over keys, both as one "
+     "compiled pass per operand, with the mask's counts built once per forward; gate-product "
+     "coincidences from a kernel; none of them materializes T full maps). The W8 / W4 rows are from the "
+     "previous run (2026-12-03, before the compiled meter sums), each ratio against that run's hf. In fp32 the fused and timestep "
      "executions round differently and a few spikes at a threshold flip (float64: identical, see the tests). `W8` / `W4`: fused on checkpoints converted with `--weight-bits 8` / `4` (torchao weight-only tensors, metered; on CPU they dequantize inside every call, so they save weight memory, not time; the CUDA int4 kernels need a GPU, none lent). Their perplexity is against their own quantized ANN, not hf's; the W4 checkpoint predates the HQQ scales (same kernels, so the same speed; its perplexity is the max-scaled W4's)."),
     ("scale", "Conversion cost vs model size (random-weight LLaMA configs, CPU)",
      "How calibration forward and fitting grow with the model: 4,096 calibration tokens each, default recipe "

@@ -73,7 +73,7 @@ class SpikingRuntime:
     #: the positions of the running forward whose energy counts (None: all); set with ``use``
     counted_tokens: CountedTokens | None = None
     #: the running forward's attention mask as every layer uses it (``modules.attention.ForwardMask``): the
-    #: model hands all layers one mask, so the first layer builds this and the others reuse it
+    #: model hands all layers one mask, so the first layer builds this, the others reuse it, the last drops it
     attention_mask_memo: Any = None
     #: caches the prefix hook filled, weakly keyed so a finished generation frees its cache
     caches: "weakref.WeakKeyDictionary[Any, CachePrefix]" = field(default_factory=weakref.WeakKeyDictionary)

@@ -241,5 +241,5 @@ def test_a_forward_meters_the_same_whatever_ran_before_it():
     before = metered(custom)
     custom[..., :3] = False
     after = metered(custom)
-    model.spiking.attention_mask_memo = None
     assert after != before and after == metered(custom.clone())
+    assert model.spiking.attention_mask_memo is None     # no mask outlives its forward

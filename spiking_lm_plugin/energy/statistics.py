@@ -220,13 +220,12 @@ def _score_sums(q_frames: torch.Tensor, k_frames: torch.Tensor, rows: torch.Tens
     kv_heads = ka.shape[2]
     q_rows, k_rows = qa.sum(-1), ka.sum(-1)                          # [T, B, H, L], [T, B, Hkv, S]
     q_group = _grouped(qa, kv_heads).sum(3)                           # [T, B, Hkv, L, D]
-    # the inner sums over D stay exact in float32 (small integers); the long ones run in float64
     term_q = (q_rows * keys_per_query).sum(dtype=torch.float64)
     term_k = (k_rows * queries_per_key).sum(dtype=torch.float64)
     if isinstance(mask, PairCounts):
         both = _pair_products(qa, q_group, ka, mask)
     else:
-        both = (q_group * interval_sums(ka, *mask)).sum(-1).sum(dtype=torch.float64)
+        both = (q_group * interval_sums(ka, *mask)).sum(dtype=torch.float64)
     # every query row meets every key row: (sum over queries) . (sum over keys), per key/value head
     both_full = (q_group.sum(3) * ka.sum(-2)).sum(dtype=torch.float64)
     return term_q, term_k, both, both_full, _per_sequence(q_rows), _per_sequence(k_rows)

@@ -58,8 +58,9 @@ def allowed_pairs(mask: torch.Tensor | None, q_len: int, k_len: int, device) -> 
 class ForwardMask:
     """One forward's attention mask in the forms every layer uses: the allowed pairs [B, 1, L, S], the
     additive mask (batch-shared) and, when metering, the energy's pair counts. transformers hands all layers
-    one mask tensor; the key holds it (and the counted positions), so an id in the key cannot be reused by
-    another tensor while the memo lives, and its version counter catches an in-place update."""
+    one mask tensor; the memo holds it (and the counted positions), so an id in the key cannot be reused by
+    another tensor while the memo lives, its version counter catches an in-place update, and the last layer
+    drops the memo (a padded batch's mask is [B, 1, L, S]: it must not outlive its forward)."""
 
     key: tuple | None
     held: tuple
@@ -109,6 +110,8 @@ class SpikingAttention(SpikingBlock):
         self.num_heads = cfg.num_attention_heads
         self.groups = attn.num_key_value_groups
         self.qk_norm = getattr(attn, "q_norm", None) is not None
+        #: the last layer lets the forward's mask memo go, so no mask outlives its forward
+        self.last_layer = layer == cfg.num_hidden_layers - 1
         self.runtime = runtime
         prefix = f"layers.{layer}."
         self.where = prefix + "self_attn"
@@ -229,6 +232,8 @@ class SpikingAttention(SpikingBlock):
         if metering and self.runtime.mass_correction and not ps.analog:
             outputs = (bsz * q_len if counted is None else counted[0].sum()) * self.num_heads * self.head_dim
             self._emit(NonlinearOp("mass_correction", outputs))
+        if self.last_layer:
+            self.runtime.attention_mask_memo = None
         return out.transpose(1, 2).contiguous()
 
 
