@@ -11,7 +11,7 @@ from functools import cached_property
 
 import torch
 
-from ..neurons.kernels import _call
+from ..neurons.kernels import call_compiled
 from .events import Count, LinearOp, ProductOp, ScoresOp, SoftmaxOp, ValuesOp
 
 
@@ -202,7 +202,7 @@ def scores_op(kind: str, q_frames, k_frames, allowed: torch.Tensor | PairCounts,
     groups = heads // kv_heads
     per_key = _queries_per_key(mask.queries_per_key, mask.allowed, kv_heads, heads)
     if mask.bounds is not None:   # the common masks: one compiled pass over each operand's frames
-        sums = _call("score_sums", _interval_score_sums, q_frames, k_frames, rows, columns,
+        sums = call_compiled("score_sums", _interval_score_sums, q_frames, k_frames, rows, columns,
                      mask.keys_per_query, per_key, *mask.bounds)
     else:
         sums = _score_sums(q_frames, k_frames, rows, columns, mask.keys_per_query, per_key, mask)
@@ -253,7 +253,7 @@ def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor | PairCounts,
     queries = mask.queries
     outputs = heads * head_dim * (p_columns.shape[1] * queries if mask.counted is None else queries.sum())
     per_key = _queries_per_key(mask.queries_per_key, mask.allowed, kv_heads, heads)
-    p_spikes, term_v, both, v_spikes = _call("value_sums", _value_sums, v_frames, columns, p_columns, per_key)
+    p_spikes, term_v, both, v_spikes = call_compiled("value_sums", _value_sums, v_frames, columns, p_columns, per_key)
     return ValuesOp(kind, head_dim, timesteps, mask.pairs, float(outputs) if mask.counted is None else outputs,
                     p_spikes, term_v, both, v_spikes.sum(), mask.full, (v_spikes * queries).sum() * (heads // kv_heads))
 

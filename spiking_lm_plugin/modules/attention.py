@@ -171,7 +171,7 @@ class SpikingAttention(SpikingBlock):
         memo = self.runtime.attention_mask_memo
         if key is None or not isinstance(memo, ForwardMask) or memo.key != key:
             memo = ForwardMask.build(key, (attention_mask, tokens), attention_mask, q, bsz, q_len, k_len,
-                                     self.num_heads, metering, counted if metering else None)
+                                     self.num_heads, metering, counted)
             self.runtime.attention_mask_memo = None if key is None else memo
         return memo
 

@@ -118,7 +118,9 @@ def _get(name: str, fn):
     return _compiled[name]
 
 
-def _call(name: str, fn, *args):
+def call_compiled(name: str, fn, *args):
+    """``fn(*args)`` through its compiled form (one per ``name``), or eagerly where compilation is off or
+    fails (same results); also the energy meter's attention sums."""
     global _compile_failed
     impl = _get(name, fn)
     if impl is fn:
@@ -151,13 +153,13 @@ def _row_weights(rows: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | N
 
 def site_code(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None, rows=None):
     """``rows``: bool, broadcastable to ``x.shape[:-1]``, the values whose spikes are counted (None: all)."""
-    value, events = _call("code", _site_code, _as_rows(x), _channel_tau(tau, x), theta, h, d, v0, levels,
+    value, events = call_compiled("code", _site_code, _as_rows(x), _channel_tau(tau, x), theta, h, d, v0, levels,
                           max_spikes or 0, _row_weights(rows, x))
     return value.view(x.shape), events
 
 
 def site_frames(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None, rows=None):
-    value, frames, events = _call("frames", _site_frames, _as_rows(x), _channel_tau(tau, x), theta, h, d, v0, levels,
+    value, frames, events = call_compiled("frames", _site_frames, _as_rows(x), _channel_tau(tau, x), theta, h, d, v0, levels,
                                   max_spikes or 0, _row_weights(rows, x))
     return value.view(x.shape), frames.view(-1, *x.shape), events
 
@@ -169,7 +171,7 @@ def site_columns(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | Non
         raise ValueError("column counts are for one-channel (per-tensor tau) sites")
     maps = x.contiguous().view(-1, x.shape[-2], x.shape[-1])
     weights = None if rows is None else _row_weights(rows, x).view(maps.shape[0], maps.shape[1], 1)
-    columns = _call("columns", _site_columns, maps, tau.reshape(1), theta, h, d, v0, levels, max_spikes or 0, weights)
+    columns = call_compiled("columns", _site_columns, maps, tau.reshape(1), theta, h, d, v0, levels, max_spikes or 0, weights)
     return columns.view(-1, *x.shape[:-2], x.shape[-1])
 
 
@@ -181,4 +183,4 @@ def coincidences(xa, site_a, xb, site_b, rows=None) -> torch.Tensor:
     args = [_as_rows(xa), _channel_tau(site_a.tau, xa), site_a.theta, site_a.h, site_a.v0,
             _as_rows(xb), _channel_tau(site_b.tau, xb), site_b.theta, site_b.h, site_b.v0,
             site_a.levels, site_a.spike_cap or 0, _row_weights(rows, xa)]
-    return _call("coincidences", _coincidences, *args)
+    return call_compiled("coincidences", _coincidences, *args)
