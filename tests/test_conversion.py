@@ -48,14 +48,15 @@ def test_fused_and_timestep_agree_on_logits_and_counts(arch):
     timestep = run(model, ids, "timestep", meters["timestep"])
     assert rel_norm(timestep, fused) <= 1e-2
     f, t = meters["fused"].summary(), meters["timestep"].summary()
-    # a float32 rounding difference may flip a rare spike at a threshold: same 1e-4 tolerance as logits
-    assert f["ac"] > 0 and abs(f["ac"] - t["ac"]) <= 1e-4 * f["ac"] and f["mac"] == t["mac"]
+    # a float32 rounding difference may flip a rare spike at a threshold; one flip in layer 0 moves every
+    # later site's input by an ulp and can flip a few more there (seen: 6e-4 of the AC from one o_in flip)
+    assert f["ac"] > 0 and abs(f["ac"] - t["ac"]) <= 1e-3 * f["ac"] and f["mac"] == t["mac"]
     spikes_f = {k: v.spikes for k, v in meters["fused"].sites.items()}
     spikes_t = {k: v.spikes for k, v in meters["timestep"].sites.items()}
-    assert abs(sum(spikes_f.values()) - sum(spikes_t.values())) <= 1e-4 * sum(spikes_f.values())
-    # per site: a flip in one layer moves the next layers' inputs by an ulp too (qwen2 with tau headroom:
-    # up to ~1e-3 of a layer-1 site's spikes; the float64 test below has none)
-    assert all(abs(spikes_f[k] - spikes_t[k]) <= max(3, 1e-3 * spikes_f[k]) for k in spikes_f), (spikes_f, spikes_t)
+    assert abs(sum(spikes_f.values()) - sum(spikes_t.values())) <= 1e-3 * sum(spikes_f.values())
+    # per site: a flip in one layer moves the next layers' inputs by an ulp too (llama after one layer-0
+    # o_in flip: up to 1.8e-3 of a layer-1 site's spikes; the float64 test below has none)
+    assert all(abs(spikes_f[k] - spikes_t[k]) <= max(3, 2.5e-3 * spikes_f[k]) for k in spikes_f), (spikes_f, spikes_t)
     # every site fired and was counted: full coverage, both gate-product operands included
     expected = {f"layers.{i}.{s}" for i in range(2) for s in LAYER_SITE_TYPES} | {"head_in"}
     assert set(f["site_firing_rate"]) == expected

@@ -168,8 +168,12 @@ def test_events_of_one_key_add_up_and_any_cost_model_prices_the_total():
 
 @pytest.mark.parametrize("size", [1536, 11008, 14336, 4096])
 def test_hadamard_macs_equal_a_count_of_the_transforms_operations(size):
-    """Every arithmetic op the online transform runs, counted from the torch operators it dispatches
-    (adds, subtracts, scalings per output element; m x k x n per matmul)."""
+    """The energy model counts the transform in its butterfly form. Every arithmetic op of a butterfly
+    implementation, counted from the torch operators it dispatches (adds, subtracts, scalings per output
+    element; m x k x n per matmul), equals ``macs_per_element``, and that butterfly computes exactly
+    what ``apply`` (small dense Walsh blocks on CPU) computes."""
+    import math
+
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from spiking_lm_plugin.hadamard import online_transform
@@ -191,11 +195,25 @@ def test_hadamard_macs_equal_a_count_of_the_transforms_operations(size):
             return out
 
     transform = online_transform(size)
+    small = transform.small() / math.sqrt(transform.p)      # built once, like a weight
+
+    def butterfly(x: torch.Tensor) -> torch.Tensor:
+        y = x.reshape(-1, transform.m, transform.p)
+        h = 1
+        while h < transform.p:
+            y = y.reshape(-1, transform.p // (2 * h), 2, h)
+            a, b = y[:, :, 0, :], y[:, :, 1, :]
+            y = torch.stack((a + b, a - b), dim=2)
+            h *= 2
+        y = y.reshape(-1, transform.m, transform.p)
+        y = torch.matmul(small, y) if transform.m > 1 else y / math.sqrt(transform.p)
+        return y.reshape(x.shape)
+
     x = torch.randn(3, size, dtype=torch.float64)
-    transform.apply(x)                                   # the factor is built once, like a weight
     with Count():
-        transform.apply(x)
+        reference = butterfly(x)
     assert Count.ops == transform.macs_per_element * x.numel()
+    assert torch.allclose(transform.apply(x), reference, rtol=0, atol=1e-10)
 
 
 def test_the_fanout_rate_weights_each_spike_by_the_outputs_it_feeds():

@@ -107,6 +107,19 @@ def test_reservoir_is_bounded_and_uniform():
     assert tau.shape == (10,) and float(u.max()) <= 1.0
 
 
+def test_reservoir_stays_uniform_over_a_stream_of_large_tensors():
+    """Tensors above 4x capacity are sampled by position, and a full reservoir draws only the keys that can
+    still win: every batch must end up about equally represented (no bias to early or late batches)."""
+    res = SiteReservoir("s", capacity=1000, channels=10, seed=0)
+    for i in range(50):
+        res.add(torch.full((500, 10), float(i + 1)))     # 5000 elements > 4 x capacity
+    assert res.filled == 1000
+    assert 23.5 < float(res.values.mean()) < 27.5
+    per_batch = torch.bincount(res.values.long(), minlength=51)[1:]
+    assert int(per_batch.min()) >= 5 and int(per_batch.max()) <= 40
+    assert float(res.values[:500].mean()) == pytest.approx(float(res.values.mean()), abs=2.5)   # key order
+
+
 def test_reservoir_tracks_channels_and_skips_zeros():
     res = SiteReservoir("s", capacity=100, channels=3, seed=0)
     x = torch.tensor([[0.0, 2.0, -4.0]]).repeat(40, 1)

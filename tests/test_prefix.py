@@ -179,20 +179,40 @@ def test_outlier_tokens_left_after_the_prefix_do_not_set_the_taus():
     assert float(left_out.taus["layers.0.up"].max()) > 100 * float(clean.taus["layers.0.up"].max())
 
 
-def test_recorded_tokens_follow_each_site_layout():
-    from spiking_lm_plugin.calibration.recording import recorded_tokens
+def test_recorded_rows_follow_each_site_layout():
+    from spiking_lm_plugin.calibration.recording import recorded_rows
 
     keep = torch.tensor([[True, False, True], [True, True, True]])
     hidden = torch.arange(2 * 3 * 4.0).view(2, 3, 4)                       # [B, L, C]
-    assert torch.equal(recorded_tokens(hidden, keep), hidden[keep])
+    assert torch.equal(recorded_rows(hidden, keep), keep)
     kv = torch.randn(2, 5, 5, 8)                                             # [B, H, prefix 2 + L, D]
-    rows = recorded_tokens(kv, keep)
-    assert rows.shape == (5 * (2 * 5 - 1), 8)
-    assert not any(torch.equal(r, kv[0, h, 3]) for r in rows for h in range(5))   # token 1 of batch 0 left out
+    rows = recorded_rows(kv, keep)
+    assert rows.shape == (2, 5, 5) and int(rows.sum()) == 5 * (2 * 5 - 1)
+    assert not rows[0, :, 3].any() and rows[:, :, :2].all()                 # token 1 of batch 0; the prefix kept
     probs = torch.rand(2, 5, 3, 7, 1)                                        # softmax [B, H, L, S, 1]
-    assert recorded_tokens(probs, keep).numel() == probs.numel() - 5 * 7
-    assert recorded_tokens(hidden, None) is hidden
-    assert recorded_tokens(hidden, torch.ones(2, 3, dtype=torch.bool)) is hidden
+    assert int(recorded_rows(probs, keep).sum()) == probs.numel() - 5 * 7
+    assert recorded_rows(hidden, None) is None
+    assert recorded_rows(hidden, torch.ones(2, 3, dtype=torch.bool)) is None
+
+
+def test_reservoir_records_only_the_kept_rows_of_a_strided_site():
+    """q / k / v reach the reservoir as transposed views; the rows of left-out tokens are never sampled and
+    never set a channel's max, whatever the layout."""
+    from spiking_lm_plugin.calibration import SiteReservoir
+    from spiking_lm_plugin.calibration.recording import recorded_rows
+
+    keep = torch.ones(2, 6, dtype=torch.bool)
+    keep[1, 4] = False
+    q = (torch.rand(2, 6, 3, 4) + 1.0).transpose(1, 2)                     # [B, H, L, D], not contiguous
+    q[1, :, 4] = 1000.0                                                       # the left-out token's rows
+    res = SiteReservoir("layers.0.q", capacity=10_000, channels=4, seed=0)
+    res.add(q, recorded_rows(q, keep))
+    assert res.filled == q.numel() - 3 * 4 and float(res.values.max()) < 2.0
+    assert float(res.channel_max.max()) < 2.0
+    assert torch.equal(res.channel_ids.bincount(minlength=4), torch.full((4,), res.filled // 4))
+    small = SiteReservoir("layers.0.q", capacity=7, channels=4, seed=0)
+    small.add(q, recorded_rows(q, keep))
+    assert small.filled == 7 and float(small.values.max()) < 2.0
 
 
 @pytest.mark.parametrize("prefix", [[], PREFIX], ids=["no-prefix", "prefix"])

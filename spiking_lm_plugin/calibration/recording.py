@@ -24,19 +24,21 @@ def record_batch(model: nn.Module, batch: torch.Tensor) -> None:
     model.lm_head.sites["head_in"](hidden, need_frames=False)
 
 
-def recorded_tokens(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """The rows of ``x`` whose token is kept: ``keep`` [B, L]; the token axis of a site tensor is 1 for
-    [B, L, C] and 2 for [B, H, L, ...] (q, k, v, softmax rows); k/v also hold the prefix in front (kept)."""
+def recorded_rows(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor | None:
+    """Which rows of ``x`` (its shape without the channel axis) belong to kept tokens, as an expanded view
+    of ``keep`` [B, L] (nothing of x's size is allocated), or None when every row is kept. The token axis
+    of a site tensor is 1 for [B, L, C] and 2 for [B, H, L, ...] (q, k, v, softmax rows); k/v also hold
+    the prefix in front (kept)."""
     if keep is None or bool(keep.all()):
-        return x
+        return None
     axis = 1 if x.ndim == 3 else 2
     length = x.shape[axis]
     if x.ndim < 3 or x.shape[0] != keep.shape[0] or length < keep.shape[1]:
-        return x
+        return None
     if length > keep.shape[1]:
         keep = torch.cat([keep.new_ones(keep.shape[0], length - keep.shape[1]), keep], dim=1)
     keep = keep.view(keep.shape[0], *([1] * (axis - 1)), length, *([1] * (x.ndim - 2 - axis)))
-    return x[keep.to(x.device).expand(x.shape[:-1])]
+    return keep.to(x.device).expand(x.shape[:-1])
 
 
 @dataclass
@@ -86,7 +88,7 @@ def record_activations(model: nn.Module, windows: torch.Tensor, site_names: list
     hooks = [site.register_forward_hook(lambda m, args, out: outliers.observe(args[0]))
              for name, site in sites.items() if site_type(name) == "down_in"] if outlier_eta is not None else []
     hooks += [sites[name].register_forward_hook(
-        lambda m, args, out, r=reservoir: r.add(recorded_tokens(args[0], outliers.keep)))
+        lambda m, args, out, r=reservoir: r.add(args[0], recorded_rows(args[0], outliers.keep)))
         for name, reservoir in reservoirs.items()]
     device = next(model.parameters()).device
     try:
