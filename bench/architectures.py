@@ -5,6 +5,7 @@ fitted on random tokens, energy per token from the meter and the fused / ANN for
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -60,4 +61,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__).parse_args()   # --help explains; no options
     main()

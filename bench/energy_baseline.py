@@ -5,6 +5,7 @@ paper's published LLaMA-3-8B rows (Table 3: 3912.08 G MACs, 18.00 J; Table 14: r
 
 from __future__ import annotations
 
+import argparse
 from spiking_lm_plugin.baseline_energy import ann_baseline
 
 from _common import write
@@ -30,4 +31,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__).parse_args()   # --help explains; no options
     main()

@@ -5,6 +5,7 @@ and the mean relative MSE of binary vs multi-grain on real SmolLM2 activations.
 
 from __future__ import annotations
 
+import argparse
 
 import spiking_lm_plugin as slm
 from spiking_lm_plugin.conversion import calibrate
@@ -34,4 +35,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__).parse_args()   # --help explains; no options
     main()

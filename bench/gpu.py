@@ -20,7 +20,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import spiking_lm_plugin as slm
-from spiking_lm_plugin.hadamard import _cuda_kernel, _fwht, online_transform
+from spiking_lm_plugin.hadamard import _cuda_kernel, _walsh, online_transform
 from spiking_lm_plugin.neurons import kernels
 
 
@@ -153,7 +153,7 @@ def hadamard_rows(device: str, tiny: bool) -> list[dict]:
                  "vs one forward": float("nan"), "detail": "pure PyTorch transform only"}]
     fast_s = timed(lambda: transform.apply(x), device, repeats=5)[1]
     y = x.reshape(-1, transform.m, transform.p)
-    pure = lambda: torch.matmul(transform.small().to(x), _fwht(y)) / transform.p ** 0.5  # noqa: E731
+    pure = lambda: torch.matmul(transform.small().to(x), _walsh(y)) / transform.p ** 0.5  # noqa: E731
     pure_s = timed(pure, device, repeats=5)[1]
     err = float((pure().reshape(x.shape) - transform.apply(x)).abs().max())
     return [{"row": "online Hadamard 1536: fast-hadamard-transform / pure PyTorch", "seconds": fast_s,

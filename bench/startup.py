@@ -5,6 +5,7 @@ Median of repeated runs, as ratios to a bare ``python -c pass`` on the same mach
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import re
@@ -61,4 +62,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__).parse_args()   # --help explains; no options
     main()
