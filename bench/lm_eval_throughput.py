@@ -1,13 +1,18 @@
 """lm-eval throughput on SmolLM2-135M: `hf` vs `spiking-hf` fused (energy meter on and off) vs timestep,
 and fused on weight-quantized checkpoints (``--quantized``: each checkpoint's torchao W8 / W4 recipe), as
 ratios measured in one run on the same documents.
-    python bench/lm_eval_throughput.py --checkpoint DIR [--quantized DIR ...] [--docs 4]
+    python bench/lm_eval_throughput.py --checkpoint DIR [--quantized DIR ...] [--docs 4] [--repeats 3]
+
+Every variant is loaded and warmed up first; then the variants run in turn, ``--repeats`` rounds, and each
+row is the median of its rounds (these machines' speed drifts by tens of percent within minutes, so one
+run per variant back to back measures the drift as much as the variant).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -36,6 +41,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--quantized", nargs="*", default=[], help="weight-quantized checkpoints (fused rows)")
     parser.add_argument("--docs", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all variants; each row is its median")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--variants", nargs="*", default=None,
                         help="recompute these rows only (hf is always rerun: ratios come from one run) and keep "
@@ -54,20 +60,26 @@ def main() -> None:
         bits = json.loads((Path(ckpt) / "spiking_config.json").read_text())["config"]["weight_bits"]
         variants.append((f"spiking-hf fused, W{bits}",
                          lambda ckpt=ckpt: SpikingHFLM(pretrained=path, spiking=ckpt, device=args.device)))
-    rows = []
-    for label, make in variants:
-        if args.variants and label != "hf" and label not in args.variants:
-            continue
-        lm = make()
-        run(lm, 1)                                  # warm-up: kernel compilation, caches
-        seconds, ppl = run(lm, args.docs)
-        rows.append({"model": label, "seconds": seconds, "word ppl": ppl})
-        print(rows[-1], flush=True)
-    meta = {"task": TASK, "docs": args.docs}
+    chosen = [(label, make) for label, make in variants
+              if not args.variants or label == "hf" or label in args.variants]
+    models = {}
+    for label, make in chosen:
+        models[label] = make()
+        run(models[label], 1)                       # warm-up: kernel compilation, caches
+    times: dict[str, list[float]] = {label: [] for label in models}
+    perplexities = {}
+    for _ in range(args.repeats):                   # interleaved, so a drift of the machine hits every variant
+        for label, lm in models.items():
+            seconds, perplexities[label] = run(lm, args.docs)
+            times[label].append(seconds)
+            print(label, round(seconds, 2), flush=True)
+    rows = [{"model": label, "seconds": statistics.median(times[label]), "word ppl": perplexities[label],
+             "runs (s)": " / ".join(f"{t:.1f}" for t in times[label])} for label in models]
+    meta = {"task": TASK, "docs": args.docs, "repeats": args.repeats}
     previous = OUT / "lm_eval_throughput.json"
     if args.variants and previous.is_file():   # keep the other rows, each with the ratio of its own run
         fresh = {r["model"] for r in rows}
-        kept = [r for r in json.loads(previous.read_text())["rows"] if r["model"] not in fresh]
+        kept = [{"runs (s)": "-", **r} for r in json.loads(previous.read_text())["rows"] if r["model"] not in fresh]
         for row in rows:
             row["throughput vs hf"] = rows[0]["seconds"] / row["seconds"]
         order = [label for label, _ in variants] + [r["model"] for r in kept]   # kept W8 / W4 rows go last

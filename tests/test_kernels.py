@@ -1,5 +1,5 @@
-"""The compiled site kernels give the same spikes, and the compiled meter sums the same counts, as the eager
-ones (torch.compile, C++ backend)."""
+"""The compiled site kernels give the same spikes, the compiled fit code the same spikes and gradients, and the
+compiled meter sums the same counts, as the eager ones (torch.compile, C++ backend)."""
 
 import os
 import subprocess
@@ -26,6 +26,45 @@ value2, frames, events2 = kernels.site_frames(*args)
 assert not kernels._compile_failed, "compiled path fell back to eager"
 assert torch.allclose(value, eager[0].view(x.shape), rtol=0, atol=1e-6)
 assert int(events) == int(eager[1]) == int(events2) == int(frames.abs().sum())
+
+# the softmax site's value and column counts from one compiled run of the dynamics (bit patterns): the
+# value of the unmetered kernel, the counts of the column kernel
+probs = torch.softmax(torch.randn(2, 3, 37, 41) * 3, -1)
+counted = torch.rand(2, 1, 37) > 0.3
+soft = (torch.tensor([float(probs.max())]), e["theta"][0], e["h"][0], e["d"][0], e["v0"][0])
+value, events, columns = kernels.site_code_columns(probs, *soft, rows=counted)
+assert not kernels._compile_failed, "compiled path fell back to eager"
+alone, alone_events = kernels.site_code(probs[..., None], *soft, rows=counted[..., None])
+assert torch.equal(value, alone[..., 0]) and int(events) == int(alone_events)
+assert torch.equal(columns, kernels._site_columns(probs.view(-1, 37, 41), soft[0], *soft[1:], 2, 0,
+                                                  counted.expand(2, 3, 37).reshape(6, 37, 1).float()).view(8, 2, 3, 41))
+
+# the fit's compiled code (one kernel per pass): the same SN and spikes as the stepwise dynamics, and the
+# gradients of autograd through the steps to float rounding
+from spiking_lm_plugin.neurons import SigmoidSurrogate, phase_code
+bank = NeuronBank(NeuronSpec.preset("multi-grain", 8, 2), 6)
+with torch.no_grad():
+    bank.theta_rel.mul_(torch.rand(6, 8) * 0.6 + 0.7)
+    bank.h_rel.mul_(torch.rand(6, 8) * 0.6 + 0.7)
+u = torch.rand(6, 3000) * 1.2
+cols = lambda p: [p[:, t:t + 1] for t in range(p.shape[1])]
+sur = SigmoidSurrogate(5.0)
+def grads(code):
+    bank.zero_grad()
+    approx, spikes = code()
+    (((approx - u) ** 2).mean() + 0.1 * spikes.mean()).backward()
+    return approx.detach(), spikes.detach(), [p.grad.clone() for p in (bank.theta_rel, bank.h_rel, bank.bases)]
+stepwise = grads(lambda: phase_code(u, cols(bank.thresholds()), cols(bank.resets()), cols(bank.weights()),
+                                    bank.v0[:, None], surrogate=sur, surrogate_scale=cols(bank.d0), spike_grad=True))
+fused = grads(lambda: bank.code(u, sur, spike_grad=True))
+assert not kernels._compile_failed, "compiled fit code fell back to eager"
+assert torch.equal(stepwise[0], fused[0]) and torch.equal(stepwise[1], fused[1])
+for reference, compiled in zip(stepwise[2], fused[2]):
+    torch.testing.assert_close(compiled, reference, rtol=1e-4, atol=1e-6)
+with torch.no_grad():
+    exact = bank.code(u)
+    eager = phase_code(u, cols(bank.thresholds()), cols(bank.resets()), cols(bank.weights()), bank.v0[:, None])
+assert torch.equal(exact[0], eager[0]) and torch.equal(exact[1], eager[1])
 
 # the energy meter's compiled attention sums count what the eager ones count
 from spiking_lm_plugin import energy

@@ -147,3 +147,47 @@ def test_bad_tau_raises():
         site.set_neuron(d, d, d, 0.0, torch.tensor([1.0, 0.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="expected 1 or 4"):
         site.set_neuron(d, d, d, 0.0, torch.ones(3))
+
+
+def _stepwise_code(bank, u, surrogate):
+    """Autograd through the stepwise dynamics, the reference the fit's one-kernel code is checked against."""
+    from spiking_lm_plugin.neurons.dynamics import phase_code
+
+    cols = lambda p: [p[:, t:t + 1] for t in range(p.shape[1])]  # noqa: E731
+    return phase_code(u, cols(bank.thresholds()), cols(bank.resets()), cols(bank.weights()), bank.v0[:, None],
+                      surrogate=surrogate, surrogate_scale=cols(bank.d0), spike_grad=True)
+
+
+@pytest.mark.parametrize("timesteps,grains", [(8, 2), (5, 3), (1, 1)])
+def test_fit_code_with_written_out_backward_matches_autograd_through_the_steps(timesteps, grains):
+    from spiking_lm_plugin.neurons.surrogate_code import exact_phase_code, surrogate_phase_code
+
+    g = torch.Generator().manual_seed(timesteps)
+    bank = NeuronBank(NeuronSpec.preset("multi-grain", timesteps, grains), 4).double()
+    with torch.no_grad():   # thresholds, resets and bases off their initial values, so every term matters
+        bank.theta_rel.mul_(torch.rand(bank.theta_rel.shape, generator=g, dtype=torch.float64) * 0.6 + 0.7)
+        bank.h_rel.mul_(torch.rand(bank.h_rel.shape, generator=g, dtype=torch.float64) * 0.6 + 0.7)
+        bank.bases.add_(torch.rand(bank.bases.shape, generator=g, dtype=torch.float64) * 0.3)
+    u = torch.rand(4, 2000, generator=g, dtype=torch.float64) * 1.2
+    surrogate = SigmoidSurrogate(5.0)
+    results = []
+    for code in (lambda: _stepwise_code(bank, u, surrogate),
+                 lambda: surrogate_phase_code(u, bank.thresholds(), bank.resets(), bank.weights(), bank.v0[:, None],
+                                              bank.d0, surrogate.beta)):
+        bank.zero_grad()
+        approx, spikes = code()
+        # a spike penalty on the counts too, so the count's surrogate gradient is checked
+        loss = ((approx - u) ** 2).mean() + 0.1 * spikes.mean()
+        loss.backward()
+        # (T = 1: the one reset feeds nothing, so autograd leaves its gradient None)
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in (bank.theta_rel, bank.h_rel, bank.bases)]
+        results.append((approx.detach(), spikes.detach(), grads))
+    (a0, s0, g0), (a1, s1, g1) = results
+    assert g0[0].abs().sum() > 0 and g0[2].abs().sum() > 0
+    assert torch.equal(a0, a1) and torch.equal(s0, s1)
+    for reference, written_out in zip(g0, g1):
+        torch.testing.assert_close(written_out, reference, rtol=1e-10, atol=1e-14)
+    with torch.no_grad():
+        exact = exact_phase_code(u, bank.thresholds(), bank.resets(), bank.weights(), bank.v0[:, None])
+        stepwise = _stepwise_code(bank, u, None)
+    assert torch.equal(exact[0], stepwise[0]) and torch.equal(exact[1], stepwise[1])

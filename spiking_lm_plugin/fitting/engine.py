@@ -55,7 +55,7 @@ class Minibatches:
         if n <= self.batch_samples:
             return self.samples
         idx = torch.randint(0, n, (self.batch_samples,), generator=self.generator, device="cpu")
-        return self.samples[:, idx.to(self.samples.device)]
+        return self.samples.index_select(1, idx.to(self.samples.device))   # a gather, much faster than [:, idx]
 
 
 class FitEngine:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..neurons.kernels import site_code, site_columns, site_frames
+from ..neurons.kernels import site_code, site_code_columns, site_frames
 from ..runtime import SpikingRuntime
 from ..sites import MASK_EXEMPT_SITE_TYPES, site_type
 
@@ -115,10 +115,9 @@ class SpikeSite(nn.Module):
         Analog when the site is off."""
         if not self.runtime.spiking or not self.ready:
             return Spikes(x)
-        args = (self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.spike_cap)
-        value, events = site_code(x[..., None], *args, rows=rows)      # the same kernel as the unmetered path
-        columns = site_columns(x, *args, rows=None if rows is None else rows[..., 0])
-        return Spikes(value[..., 0], None, self.d, self.tau.to(x.dtype), events, columns)
+        value, events, columns = site_code_columns(x, self.tau, self.theta, self.h, self.d, self.v0, self.levels,
+                                                    self.spike_cap, None if rows is None else rows[..., 0])
+        return Spikes(value, None, self.d, self.tau.to(x.dtype), events, columns)
 
     def extra_repr(self) -> str:
         return f"{self.name}, channels={self.channels}, T={self.timesteps}, tau={'channel' if self.tau.numel() > 1 else 'tensor'}"

@@ -6,7 +6,10 @@ import torch
 from torch import nn
 
 from .dynamics import StepSpikes, phase_code
+from .kernels import compile_enabled
 from .spec import NeuronSpec
+from .surrogate import SigmoidSurrogate
+from .surrogate_code import exact_phase_code, surrogate_phase_code
 
 
 def grain_index_of(allocation: tuple[int, ...]) -> torch.Tensor:
@@ -94,9 +97,17 @@ class NeuronBank(nn.Module):
         if u.shape[0] != self.num_sites:
             raise ValueError(f"expected samples for {self.num_sites} sites, got {u.shape[0]}")
         d, theta, h = self.weights(), self.thresholds(), self.resets()
+        budget = self.budget()
+        if self.spec.levels == 2 and budget is None and compile_enabled():
+            # one compiled kernel per pass; eagerly, autograd through the steps below is faster
+            if isinstance(surrogate, SigmoidSurrogate):
+                approx, spikes = surrogate_phase_code(u, theta, h, d, self.v0[:, None], self.d0, surrogate.beta)
+                return approx, spikes if spike_grad else spikes.detach()
+            if surrogate is None and not torch.is_grad_enabled():
+                return exact_phase_code(u, theta, h, d, self.v0[:, None])
         cols = lambda p: [p[:, t : t + 1] for t in range(p.shape[1])]  # noqa: E731
         return phase_code(u, cols(theta), cols(h), cols(d), self.v0[:, None], levels=self.spec.levels,
-                          max_spikes=self.budget(), surrogate=surrogate, surrogate_scale=cols(self.d0),
+                          max_spikes=budget, surrogate=surrogate, surrogate_scale=cols(self.d0),
                           spike_grad=spike_grad)
 
     @torch.no_grad()

@@ -72,6 +72,33 @@ def _site_columns(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: to
     return torch.stack(columns)
 
 
+def _site_code_pattern(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
+                       v0: torch.Tensor, levels: int, max_spikes: int, rows: torch.Tensor | None = None):
+    """:func:`_site_code` of a map ``x`` [M, L, S] plus each value's binary spikes as the bits of one integer
+    (bit t: a spike at step t; 0 in rows not counted): the value and the column counts of the softmax site
+    from one run of the dynamics. The value's ops are those of :func:`_site_code`, so it is the same."""
+    xf, v = _membrane(x, tau, v0)
+    code = torch.zeros_like(v)
+    events = torch.zeros_like(v)
+    pattern = torch.zeros_like(v)
+    fired = None
+    for t in range(theta.shape[0]):
+        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
+        code = code + d[t] * s
+        events = events + s
+        pattern = pattern + s * float(2 ** t)
+    if rows is not None:
+        pattern = pattern * rows
+    bits = torch.uint8 if theta.shape[0] <= 8 else torch.int32
+    return (torch.sign(xf) * tau * code).to(x.dtype), _counted(events, rows, torch.float64), pattern.to(bits)
+
+
+def _pattern_columns(pattern: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """Spikes per step and column [T, M, S] of spike bit patterns [M, L, S] (sums over L)."""
+    wide = pattern.to(torch.int32)
+    return torch.stack([torch.bitwise_and(torch.bitwise_right_shift(wide, t), 1).sum(1) for t in range(timesteps)])
+
+
 def _coincidences(xa: torch.Tensor, tau_a: torch.Tensor, theta_a: torch.Tensor, h_a: torch.Tensor, v0_a: torch.Tensor,
                   xb: torch.Tensor, tau_b: torch.Tensor, theta_b: torch.Tensor, h_b: torch.Tensor, v0_b: torch.Tensor,
                   levels: int, max_spikes: int, rows: torch.Tensor | None = None):
@@ -173,6 +200,29 @@ def site_columns(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | Non
     weights = None if rows is None else _row_weights(rows, x).view(maps.shape[0], maps.shape[1], 1)
     columns = call_compiled("columns", _site_columns, maps, tau.reshape(1), theta, h, d, v0, levels, max_spikes or 0, weights)
     return columns.view(-1, *x.shape[:-2], x.shape[-1])
+
+
+#: the most steps whose binary spikes fit the bit pattern of :func:`_site_code_pattern` (float32 integers)
+PATTERN_STEPS = 24
+
+
+def site_code_columns(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None, rows=None):
+    """(SN(x), spike count, spikes per step and key column [T, ..., S]) of a one-channel map ``x`` [..., L, S]
+    over the query rows ``rows`` (bool, broadcastable to ``x.shape[:-1]``; None: all): one run of the dynamics
+    for binary spikes (their steps as bit patterns), else the value kernel and the column kernel."""
+    rows_of_value = None if rows is None else rows[..., None]
+    if levels != 2 or theta.shape[0] > PATTERN_STEPS:
+        value, events = site_code(x[..., None], tau, theta, h, d, v0, levels, max_spikes, rows_of_value)
+        return value[..., 0], events, site_columns(x, tau, theta, h, d, v0, levels, max_spikes, rows)
+    if tau.numel() != 1:
+        raise ValueError("column counts are for one-channel (per-tensor tau) sites")
+    maps = x.contiguous().view(-1, x.shape[-2], x.shape[-1])
+    weights = None if rows is None else _row_weights(rows, x).view(maps.shape[0], maps.shape[1], 1)
+    value, events, pattern = call_compiled("code_pattern", _site_code_pattern, maps, tau.reshape(1), theta, h, d, v0,
+                                           levels, max_spikes or 0, weights)
+    columns = call_compiled("pattern_columns", _pattern_columns, pattern, int(theta.shape[0]))
+    counts = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return value.view(x.shape), events, columns.to(counts).view(-1, *x.shape[:-2], x.shape[-1])
 
 
 def coincidences(xa, site_a, xb, site_b, rows=None) -> torch.Tensor:
