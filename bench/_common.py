@@ -37,6 +37,13 @@ def eval_windows(tokenizer, tokens: int, length: int = 512) -> torch.Tensor:
     return token_windows(tokenizer, docs, tokens, length)
 
 
+def held_out_texts(tokenizer, enwiki_tokens: int, botchan_tokens: int) -> dict[str, torch.Tensor]:
+    """The two held-out texts of the quality tables: enwiki-excerpt and Botchan (another domain)."""
+    return {"enwiki": eval_windows(tokenizer, enwiki_tokens),
+            "botchan": token_windows(tokenizer, [d["text"] for d in text_documents("botchan", "evaluation")],
+                                     botchan_tokens, 512)}
+
+
 def perplexity(model, windows: torch.Tensor, batch: int = 4) -> float:
     """Token-level perplexity over the windows (every window predicts its own tokens 2..L)."""
     return math.exp(mean_token_nll(model, windows, batch))

@@ -20,14 +20,12 @@ import statistics
 import torch
 
 import spiking_lm_plugin as slm
-from spiking_lm_plugin.assets import text_documents
-from spiking_lm_plugin.calibration import token_windows
 from spiking_lm_plugin.conversion import build_state, calibrate, fit, install
 from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.model_surgery import spiking_sites
 from spiking_lm_plugin.sites import site_type
 
-from _common import eval_windows, load, perplexity, write
+from _common import held_out_texts, load, perplexity, write
 
 
 def energy(model, sample: torch.Tensor) -> tuple[float, float]:
@@ -100,9 +98,7 @@ def main() -> None:
     parser.add_argument("--select-windows", type=int, default=16, help="calibration windows of the selection")
     args = parser.parse_args()
     model, tokenizer = load()
-    texts = {"enwiki": eval_windows(tokenizer, args.eval_tokens),
-             "botchan": token_windows(tokenizer, [d["text"] for d in text_documents("botchan", "evaluation")],
-                                      args.botchan_tokens, 512)}
+    texts = held_out_texts(tokenizer, args.eval_tokens, args.botchan_tokens)
     ann = {k: perplexity(model, w) for k, w in texts.items()}
     calib = calibrate(model, slm.SpikingConfig(), tokenizer=tokenizer)
     with model.spiking.use(mode="analog"):

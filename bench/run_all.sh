@@ -18,6 +18,7 @@ $PY bench/spike_pareto.py --timesteps 8 --penalties 0.01 0.03 --masked-penalties
 $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
 $PY bench/scale.py
 $PY bench/seed_spread.py
+$PY bench/calibration_spread.py
 $PY bench/transform_fallback.py
 $PY bench/architectures.py
 $PY bench/startup.py

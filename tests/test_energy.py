@@ -86,7 +86,7 @@ def _masks(L: int, B: int) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("mask", ["causal", "left-padded", "holed", "per-head"])
 def test_grouped_attention_counts_match_brute_force(mask):
     """GQA: 4 query heads read 2 key/value heads; counts equal an explicit sum over every (t, b, h, l, s, d),
-    for interval masks (prefix sums) and others (explicit products), from frames or column counts."""
+    for interval masks (prefix sums) and others (explicit products), from frames or the fused site's sums."""
     gen = torch.Generator().manual_seed(0)
     T, B, H, Hkv, L, D = 3, 2, 4, 2, 5, 3
     q = (torch.rand(T, B, H, L, D, generator=gen) < 0.4).float()
@@ -110,9 +110,13 @@ def test_grouped_attention_counts_match_brute_force(mask):
     assert meter.by_kind["qk"][1] == pytest.approx(float(qk_ac))
     assert meter.by_kind["pv"][1] == pytest.approx(float(pv_ac))
     assert meter.ann_mac == 2 * int(full.sum()) * D
-    columns = EnergyMeter()
-    columns.emit(energy.values_op("pv", None, v, allowed, heads=H, head_dim=D, timesteps=T, p_columns=p.sum(-2)))
-    assert columns.by_kind["pv"] == pytest.approx(meter.by_kind["pv"])
+    # the fused softmax site's sums (its spikes, and its spikes weighted by V's spikes per key) give the same
+    sums = EnergyMeter()
+    v_rows = energy.value_rows(v, None)
+    weighted = (p * energy.query_head_weights(v_rows, H, T)[..., None, :]).sum()
+    mask = energy.statistics.PairCounts.of(allowed, H, None, B)
+    sums.emit(energy.values_from_sums("pv", p.sum(), weighted, v_rows, mask, D, T, B))
+    assert sums.by_kind["pv"] == pytest.approx(meter.by_kind["pv"])
 
 
 @pytest.mark.parametrize("analog", ["up", "gate_act"])
@@ -139,6 +143,30 @@ def test_a_gate_product_with_one_analog_operand_counts_the_spiking_ones(analog, 
     mac, ac = meter.by_kind["gate_product"]
     numel = 2 * 2 * 8 * model.config.intermediate_size          # layers x batch x length x width
     assert spikes > 0 and ac == spikes and mac == 8 * numel
+
+
+def test_p_v_with_an_analog_v_counts_the_softmax_spikes_alike_in_both_executions():
+    """Sites without ``v``: P V is fed by the softmax spikes alone, each adding one V row (head_dim ACs); the
+    fused count (from the softmax kernel) equals the time-stepped one (from the frames), never a crash."""
+    import spiking_lm_plugin as slm
+    from spiking_lm_plugin.sites import ALL_SITE_TYPES
+
+    from .helpers import random_windows, tiny_config, tiny_model
+
+    model = tiny_model()
+    sites = tuple(s for s in ALL_SITE_TYPES if s != "v")
+    slm.convert(model, tiny_config(sites=sites, timesteps=6), calibration=random_windows(256), show_progress=False)
+    ids = random_windows(256, n=2, length=8, seed=3)
+    counts = {}
+    for mode in ("fused", "timestep"):
+        meter = EnergyMeter()
+        with torch.no_grad(), model.spiking.use(mode=mode, meter=meter):
+            model(ids)
+        counts[mode] = meter.by_kind["pv"]
+        spikes = sum(meter.sites[f"layers.{i}.softmax"].spikes for i in range(2))
+        head_dim = model.config.hidden_size // model.config.num_attention_heads
+        assert spikes > 0 and counts[mode][1] == pytest.approx(spikes * head_dim)
+    assert counts["fused"] == pytest.approx(counts["timestep"])
 
 
 def test_events_of_one_key_add_up_and_any_cost_model_prices_the_total():

@@ -120,6 +120,25 @@ def test_reservoir_stays_uniform_over_a_stream_of_large_tensors():
     assert float(res.values[:500].mean()) == pytest.approx(float(res.values.mean()), abs=2.5)   # key order
 
 
+def test_reservoir_samples_only_kept_rows_uniformly():
+    """With a mask of kept rows (the outlier tokens left out) every sampled value comes from a kept row and
+    the kept rows are drawn alike, whether a batch is sampled whole or by position (above 4 x capacity)."""
+    rows = torch.rand(2, 1, 50, generator=torch.Generator().manual_seed(1)) > 0.3
+    rows = rows.expand(2, 3, 50)
+    kept = rows.reshape(-1).repeat_interleave(8).float()
+    for capacity in (300, 8000):          # by position; whole
+        share = torch.zeros(5)
+        for seed in range(20):
+            res = SiteReservoir("s", capacity=capacity, channels=8, seed=seed)
+            for b in range(6):
+                res.add(torch.arange(2400.0).view(2, 3, 50, 8) + 1 + 1e4 * b, rows)
+            position = (res.values % 1e4 - 1).long()
+            assert bool(rows.reshape(-1)[position // 8].all())
+            share += torch.bincount(position * 5 // 2400, minlength=5).float()
+        expected = torch.stack([c.sum() for c in kept.chunk(5)])
+        assert torch.allclose(share / share.sum(), expected / expected.sum(), atol=0.02)
+
+
 def test_reservoir_tracks_channels_and_skips_zeros():
     res = SiteReservoir("s", capacity=100, channels=3, seed=0)
     x = torch.tensor([[0.0, 2.0, -4.0]]).repeat(40, 1)

@@ -26,18 +26,22 @@ value2, frames, events2 = kernels.site_frames(*args)
 assert not kernels._compile_failed, "compiled path fell back to eager"
 assert torch.allclose(value, eager[0].view(x.shape), rtol=0, atol=1e-6)
 assert int(events) == int(eager[1]) == int(events2) == int(frames.abs().sum())
+# the unmetered kernel (no count) gives the metered one's value, bit for bit
+assert torch.equal(kernels.site_value(*args), value)
 
-# the softmax site's value and column counts from one compiled run of the dynamics (bit patterns): the
-# value of the unmetered kernel, the counts of the column kernel
+# the softmax site's value, spike count and spikes weighted per step and key column (the P V coincidences)
+# from one compiled run of the dynamics: the value and count of the plain kernel, the sums of the frames
 probs = torch.softmax(torch.randn(2, 3, 37, 41) * 3, -1)
 counted = torch.rand(2, 1, 37) > 0.3
 soft = (torch.tensor([float(probs.max())]), e["theta"][0], e["h"][0], e["d"][0], e["v0"][0])
-value, events, columns = kernels.site_code_columns(probs, *soft, rows=counted)
+weights = torch.randint(0, 5, (8, 2, 3, 41)).float()
+value, events, weighted = kernels.site_code_weighted(probs, *soft, rows=counted, weights=weights)
 assert not kernels._compile_failed, "compiled path fell back to eager"
 alone, alone_events = kernels.site_code(probs[..., None], *soft, rows=counted[..., None])
 assert torch.equal(value, alone[..., 0]) and int(events) == int(alone_events)
-assert torch.equal(columns, kernels._site_columns(probs.view(-1, 37, 41), soft[0], *soft[1:], 2, 0,
-                                                  counted.expand(2, 3, 37).reshape(6, 37, 1).float()).view(8, 2, 3, 41))
+_, map_frames, _ = kernels.site_frames(probs[..., None], *soft)
+expected = (map_frames[..., 0] * counted[None, ..., None] * weights[:, :, :, None, :]).sum()
+assert int(weighted) == int(expected) and int(expected) > 0
 
 # the fit's compiled code (one kernel per pass): the same SN and spikes as the stepwise dynamics, and the
 # gradients of autograd through the steps to float rounding

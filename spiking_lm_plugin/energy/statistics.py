@@ -237,35 +237,67 @@ def _interval_score_sums(q_frames, k_frames, rows, columns, keys_per_query, quer
 
 
 def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor | PairCounts, heads: int, head_dim: int,
-              timesteps: int | None, p_columns: torch.Tensor | None = None,
-              counted: CountedPositions | None = None) -> ValuesOp:
-    """P V. Frames: P [T, B, H, L, S] (zero where masked) or, equivalently for the count, ``p_columns``
-    [T, B, H, S] = P's spikes summed over the counted queries; V [T, B, Hkv, S, D] (not repeated);
-    ``allowed``, ``counted``: as in :func:`scores_op`."""
-    p_frames, p_columns, v_frames = one_clock(p_frames, p_columns, v_frames)
-    mask = _pair_counts(allowed, heads, counted, v_frames)
+              timesteps: int | None, counted: CountedPositions | None = None) -> ValuesOp:
+    """P V. Frames: P [T, B, H, L, S] (zero where masked), V [T, B, Hkv, S, D] (not repeated; None when V
+    is analog); ``allowed``, ``counted``: as in :func:`scores_op`."""
+    p_frames, v_frames = one_clock(p_frames, v_frames)
+    mask = _pair_counts(allowed, heads, counted, v_frames if v_frames is not None else p_frames)
     if timesteps is None:
         return ValuesOp(kind, head_dim, None, mask.pairs, full_pairs=mask.full)
-    rows, columns = (None, None) if mask.counted is None else mask.counted
-    if p_columns is None:   # softmax outputs are >= 0: the frames are their magnitudes (no |.| copy of T maps)
-        p_columns = (p_frames if rows is None else p_frames * rows[None, :, None, :, None]).sum(-2, dtype=torch.float32)
-    kv_heads = v_frames.shape[2]
-    queries = mask.queries
-    outputs = heads * head_dim * (p_columns.shape[1] * queries if mask.counted is None else queries.sum())
+    rows = None if mask.counted is None else mask.counted[0]
+    # softmax outputs are >= 0: the frames are their magnitudes (no |.| copy of T maps)
+    p_columns = (p_frames if rows is None else p_frames * rows[None, :, None, :, None]).sum(-2, dtype=torch.float32)
+    v_rows = None if v_frames is None else value_rows(v_frames, mask.counted)
+    p_spikes, both = call_compiled("value_products", _value_products, p_columns, v_rows)
+    return values_from_sums(kind, p_spikes, both, v_rows, mask, head_dim, timesteps, p_columns.shape[1])
+
+
+def value_rows(v_frames: torch.Tensor, counted: CountedPositions | None) -> torch.Tensor:
+    """nnz(V_t[s]): each key's V spikes per step [T, B, Hkv, S] (float32), keys that do not count zeroed."""
+    return call_compiled("value_rows", _value_rows, v_frames, None if counted is None else counted[1])
+
+
+def _value_rows(v_frames: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
+    return _magnitudes(v_frames, columns).sum(-1)
+
+
+def query_head_weights(v_rows: torch.Tensor, heads: int, timesteps: int) -> torch.Tensor:
+    """``v_rows`` as each query head reads them, on P's clock: [timesteps, B, H, S] (V's steps beyond P's
+    meet no P spike; P's beyond V's meet an empty V step)."""
+    weights = v_rows.repeat_interleave(heads // v_rows.shape[2], dim=2)[:timesteps]
+    if weights.shape[0] < timesteps:
+        weights = torch.cat([weights, weights.new_zeros((timesteps - weights.shape[0],) + weights.shape[1:])])
+    return weights
+
+
+def _value_products(p_columns: torch.Tensor, v_rows: torch.Tensor | None):
+    """(P spikes, sum_{t,s} P_t spikes in column s x nnz(V_t[s])) from P's per-step column sums [T, B, H, S]."""
+    if v_rows is None:
+        return p_columns.sum(dtype=torch.float64), torch.zeros((), dtype=torch.float64, device=p_columns.device)
+    p_per_key = _grouped(p_columns, v_rows.shape[2]).sum(3)                   # [T, B, Hkv, S]
+    return p_per_key.sum(dtype=torch.float64), (p_per_key * v_rows).sum(dtype=torch.float64)
+
+
+def values_from_sums(kind: str, p_spikes: Count, coincidences: Count, v_rows: torch.Tensor | None,
+                     mask: PairCounts, head_dim: int, timesteps: int, batch: int) -> ValuesOp:
+    """P V from P's spike count and its coincidences with V (``p_spikes``, ``coincidences``: over the counted
+    queries; the fused softmax site sums both in its own kernel) and V's :func:`value_rows` (None: V analog,
+    each P spike then adds a V row of ``head_dim`` values and V sends nothing)."""
+    heads, queries = mask.heads, mask.queries
+    outputs = heads * head_dim * (batch * queries if mask.counted is None else queries.sum())
+    outputs = float(outputs) if mask.counted is None else outputs
+    if v_rows is None:
+        return ValuesOp(kind, head_dim, timesteps, mask.pairs, outputs, p_spikes, 0.0, coincidences, 0.0, mask.full, 0.0)
+    kv_heads = v_rows.shape[2]
     per_key = _queries_per_key(mask.queries_per_key, mask.allowed, kv_heads, heads)
-    p_spikes, term_v, both, v_spikes = call_compiled("value_sums", _value_sums, v_frames, columns, p_columns, per_key)
-    return ValuesOp(kind, head_dim, timesteps, mask.pairs, float(outputs) if mask.counted is None else outputs,
-                    p_spikes, term_v, both, v_spikes.sum(), mask.full, (v_spikes * queries).sum() * (heads // kv_heads))
+    term_v, v_spikes = call_compiled("value_terms", _value_terms, v_rows, per_key)
+    return ValuesOp(kind, head_dim, timesteps, mask.pairs, outputs, p_spikes, term_v, coincidences, v_spikes.sum(),
+                    mask.full, (v_spikes * queries).sum() * (heads // kv_heads))
 
 
-def _value_sums(v_frames: torch.Tensor, columns: torch.Tensor | None, p_columns: torch.Tensor,
-                queries_per_key: torch.Tensor):
-    """(P spikes, term_v, coincidences, V spikes per sequence) of P V in one pass over V's frames."""
-    va = _magnitudes(v_frames, columns)
-    v_rows = va.sum(-1)                                                        # [T, B, Hkv, S]
-    p_per_key = _grouped(p_columns.to(torch.float32), va.shape[2]).sum(3)      # [T, B, Hkv, S]
-    return (p_per_key.sum(dtype=torch.float64), (v_rows * queries_per_key).sum(dtype=torch.float64),
-            (p_per_key * v_rows).sum(dtype=torch.float64), _per_sequence(v_rows))
+def _value_terms(v_rows: torch.Tensor, queries_per_key: torch.Tensor):
+    """(sum_t nnz(V_t[s]) x queries of s, V spikes per sequence)."""
+    return (v_rows * queries_per_key).sum(dtype=torch.float64), _per_sequence(v_rows)
 
 
 def allowed_entries(allowed: torch.Tensor, heads: int) -> torch.Tensor:

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..energy import NonlinearOp, TokensSeen, scores_op, softmax_op, values_op
+from ..energy import (NonlinearOp, TokensSeen, query_head_weights, scores_op, softmax_op, value_rows, values_from_sums,
+                      values_op)
 from ..energy.statistics import CountedPositions, PairCounts
 from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask
 from ..runtime import SpikingRuntime
@@ -219,13 +220,20 @@ class SpikingAttention(SpikingBlock):
         else:
             probs = normalize(product(qs, ks, qk, timestep=False).mul_(scaling), fresh=True)
         map_rows = None if query_rows is None else query_rows[..., None]     # [B, 1, L, 1]: the counted queries
-        if metering and not timestep:   # the P V count needs column sums only, not T full maps
-            ps = self._site_columns("softmax", probs, entries, rows=map_rows)
+        softmax_site = self.sites["softmax"]
+        if metering and not timestep and self.runtime.spiking and softmax_site.ready:
+            # the P V count from the softmax kernel itself: its spikes weighted by V's spikes per key
+            v_rows = None if vs.analog else value_rows(vs.frames, counted)
+            weights = probs.new_zeros((softmax_site.timesteps, bsz, self.num_heads, k_len), dtype=torch.float32) \
+                if v_rows is None else query_head_weights(v_rows, self.num_heads, softmax_site.timesteps)
+            ps = self._site_weighted("softmax", probs, weights, entries, rows=map_rows)
+            self._emit(values_from_sums("pv", ps.events, ps.weighted, v_rows, pairs, self.head_dim,
+                                        clock_steps(ps, vs), bsz))
         else:
             ps = self._site("softmax", probs.unsqueeze(-1), need, entries, rows=map_rows).squeeze_last()
-        if metering:
-            self._emit(values_op("pv", ps.frames, vs.frames, pairs, self.num_heads, self.head_dim,
-                                 None if ps.analog else clock_steps(ps, vs), p_columns=ps.columns))
+            if metering:
+                self._emit(values_op("pv", ps.frames, vs.frames, pairs, self.num_heads, self.head_dim,
+                                     None if ps.analog else clock_steps(ps, vs)))
         out = product(ps, vs, pv, timestep)
         if self.runtime.mass_correction and not ps.analog and not q.is_meta:
             out = out + lost_mass_term(ps.value, vs.value, allowed, pv)

@@ -65,9 +65,10 @@ class SpikingBlock(MeteredModule):
         spikes = self.sites[name](x, need_frames=need_frames, rows=rows)
         return self._fired(name, spikes, self._elements(x, rows) if elements is None else elements)
 
-    def _site_columns(self, name: str, x: torch.Tensor, elements=None, rows=None) -> Spikes:
-        """A metered fused map site (softmax): the value plus per-step column counts instead of frames."""
-        spikes = self.sites[name].code_with_columns(x, rows=rows)
+    def _site_weighted(self, name: str, x: torch.Tensor, weights: torch.Tensor, elements=None, rows=None) -> Spikes:
+        """A metered fused map site (softmax): the value plus its spikes weighted per step and column
+        (:meth:`SpikeSite.code_weighted`) instead of frames."""
+        spikes = self.sites[name].code_weighted(x, weights, rows=rows)
         return self._fired(name, spikes, self._elements(x, rows) if elements is None else elements)
 
     @staticmethod

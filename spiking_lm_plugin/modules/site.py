@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..neurons.kernels import site_code, site_code_columns, site_frames
+from ..neurons.kernels import site_code, site_code_weighted, site_frames, site_value
 from ..runtime import SpikingRuntime
 from ..sites import MASK_EXEMPT_SITE_TYPES, site_type
 
@@ -21,8 +21,8 @@ class Spikes:
     frames: torch.Tensor | None = None
     d: torch.Tensor | None = None
     tau: torch.Tensor | None = None
-    events: torch.Tensor | None = None   # number of nonzero spikes (scalar), None when analog
-    columns: torch.Tensor | None = None  # spikes per step and key column [T, ..., S] (softmax map, metered)
+    events: torch.Tensor | None = None   # number of nonzero spikes (scalar); None when analog or not metered
+    weighted: torch.Tensor | None = None  # sum of spikes x per-step column weights (softmax map, metered fused)
 
     @property
     def analog(self) -> bool:
@@ -98,7 +98,7 @@ class SpikeSite(nn.Module):
     def forward(self, x: torch.Tensor, need_frames: bool = False, rows: torch.Tensor | None = None) -> Spikes:
         """SN(x) (fused), SN(x) with its frames (timestep or ``need_frames``), or x itself (analog modes,
         or a site the recipe left out); ``rows`` (bool, broadcastable to x.shape[:-1]): the values whose
-        spikes are counted in ``events`` (None: all). Calibration observes x through a forward hook."""
+        spikes are counted in ``events`` (None: all; no count without a meter). Calibration observes x through a forward hook."""
         mode = self.runtime.mode
         if not self.runtime.spiking or not self.ready:   # sites left out of the config stay analog
             return Spikes(x)
@@ -106,18 +106,20 @@ class SpikeSite(nn.Module):
         if need_frames or mode == "timestep":
             value, frames, events = site_frames(*args)
             return Spikes(value, frames, self.d, self.tau.to(x.dtype), events)
+        if self.runtime.meter is None:   # nothing counts the spikes: the kernel without the count's reduction
+            return Spikes(site_value(*args[:-1]), None, self.d, self.tau.to(x.dtype))
         value, events = site_code(*args)
         return Spikes(value, None, self.d, self.tau.to(x.dtype), events)
 
-    def code_with_columns(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> Spikes:
-        """Fused SN(x) of a map [..., L, S] plus its spike counts per step and column (energy counting of
-        P V without the T full frames); ``rows`` (bool [..., L, 1], broadcastable to x): the query rows counted.
-        Analog when the site is off."""
+    def code_weighted(self, x: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor | None = None) -> Spikes:
+        """Fused SN(x) of a map [..., L, S] plus its spikes weighted per step and key column (``weights``
+        [T, ..., S]; the P V count without the T full frames); ``rows`` (bool [..., L, 1], broadcastable to x):
+        the query rows counted. Analog when the site is off."""
         if not self.runtime.spiking or not self.ready:
             return Spikes(x)
-        value, events, columns = site_code_columns(x, self.tau, self.theta, self.h, self.d, self.v0, self.levels,
-                                                    self.spike_cap, None if rows is None else rows[..., 0])
-        return Spikes(value, None, self.d, self.tau.to(x.dtype), events, columns)
+        value, events, weighted = site_code_weighted(x, self.tau, self.theta, self.h, self.d, self.v0, self.levels,
+                                                     self.spike_cap, None if rows is None else rows[..., 0], weights)
+        return Spikes(value, None, self.d, self.tau.to(x.dtype), events, weighted)
 
     def extra_repr(self) -> str:
         return f"{self.name}, channels={self.channels}, T={self.timesteps}, tau={'channel' if self.tau.numel() > 1 else 'tensor'}"

@@ -42,6 +42,18 @@ def _site_code(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch
     return (torch.sign(xf) * tau * code).to(x.dtype), _counted(events, rows)
 
 
+def _site_value(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
+                v0: torch.Tensor, levels: int, max_spikes: int):
+    """sign(x) tau SN(|x|/tau) alone (nothing metered): :func:`_site_code`'s value ops without the count."""
+    xf, v = _membrane(x, tau, v0)
+    code = torch.zeros_like(v)
+    fired = None
+    for t in range(theta.shape[0]):
+        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
+        code = code + d[t] * s
+    return (torch.sign(xf) * tau * code).to(x.dtype)
+
+
 def _site_frames(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
                  v0: torch.Tensor, levels: int, max_spikes: int, rows: torch.Tensor | None = None):
     """(value, signed spike frames [T, ...], number of spikes); value accumulates like :func:`_site_code`."""
@@ -58,45 +70,24 @@ def _site_frames(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: tor
     return (sign * tau * code).to(x.dtype), stacked.to(x.dtype), _counted(stacked.abs(), rows)
 
 
-def _site_columns(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
-                  v0: torch.Tensor, levels: int, max_spikes: int, rows: torch.Tensor | None = None):
-    """For a map ``x`` [M, L, S] (the softmax output): the spikes per key column and step [T, M, S], what
-    the P V energy count needs, without the T full frames (``rows`` [M, L, 1]: the query rows counted).
-    The value comes from :func:`_site_code`, so metering never changes the model's output."""
-    _, v = _membrane(x, tau, v0)
-    fired = None
-    columns = []
-    for t in range(theta.shape[0]):
-        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
-        columns.append((s if rows is None else s * rows).sum(1))
-    return torch.stack(columns)
-
-
-def _site_code_pattern(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
-                       v0: torch.Tensor, levels: int, max_spikes: int, rows: torch.Tensor | None = None):
-    """:func:`_site_code` of a map ``x`` [M, L, S] plus each value's binary spikes as the bits of one integer
-    (bit t: a spike at step t; 0 in rows not counted): the value and the column counts of the softmax site
-    from one run of the dynamics. The value's ops are those of :func:`_site_code`, so it is the same."""
+def _site_code_weighted(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
+                        v0: torch.Tensor, levels: int, max_spikes: int, rows: torch.Tensor | None,
+                        weights: torch.Tensor):
+    """:func:`_site_code` of a map ``x`` [M, L, S] plus sum_t s_t[m, l, j] weights[t, m, 0, j] over the counted
+    rows: with V's spikes per key as the weights, the P V coincidences of the softmax map from the same run
+    of the dynamics, without its T frames or column maps. The value's ops are those of :func:`_site_code`."""
     xf, v = _membrane(x, tau, v0)
     code = torch.zeros_like(v)
     events = torch.zeros_like(v)
-    pattern = torch.zeros_like(v)
+    weighted = torch.zeros_like(v)
     fired = None
     for t in range(theta.shape[0]):
         s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
         code = code + d[t] * s
         events = events + s
-        pattern = pattern + s * float(2 ** t)
-    if rows is not None:
-        pattern = pattern * rows
-    bits = torch.uint8 if theta.shape[0] <= 8 else torch.int32
-    return (torch.sign(xf) * tau * code).to(x.dtype), _counted(events, rows, torch.float64), pattern.to(bits)
-
-
-def _pattern_columns(pattern: torch.Tensor, timesteps: int) -> torch.Tensor:
-    """Spikes per step and column [T, M, S] of spike bit patterns [M, L, S] (sums over L)."""
-    wide = pattern.to(torch.int32)
-    return torch.stack([torch.bitwise_and(torch.bitwise_right_shift(wide, t), 1).sum(1) for t in range(timesteps)])
+        weighted = weighted + s * weights[t]
+    return ((torch.sign(xf) * tau * code).to(x.dtype), _counted(events, rows, torch.float64),
+            _counted(weighted, rows, torch.float64))
 
 
 def _coincidences(xa: torch.Tensor, tau_a: torch.Tensor, theta_a: torch.Tensor, h_a: torch.Tensor, v0_a: torch.Tensor,
@@ -131,13 +122,29 @@ def compile_enabled() -> bool:
     return os.environ.get("SPIKING_LM_COMPILE", "1") not in ("0", "false", "no") and not _compile_failed
 
 
+#: Inductor's realization thresholds raised so a kernel's T unrolled steps stay one loop over memory: with
+#: the defaults the long chain of a step loop is cut into several loops with full-size buffers in between
+#: (the metered site kernel about 1.3x faster on 2 CPU cores, same outputs). Only keys this torch knows are
+#: passed, so a torch that renames them compiles with its defaults instead of failing.
+FUSION_OPTIONS = {"realize_opcount_threshold": 100_000, "realize_acc_reads_threshold": 100_000,
+                  "realize_reads_threshold": 100_000}
+
+
+def _fusion_options() -> dict:
+    try:
+        from torch._inductor import config as inductor_config
+    except Exception:
+        return {}
+    return {k: v for k, v in FUSION_OPTIONS.items() if hasattr(inductor_config, k)}
+
+
 def _get(name: str, fn):
     global _compile_failed
     if not compile_enabled():
         return fn
     if name not in _compiled:
         try:
-            _compiled[name] = torch.compile(fn, dynamic=True)
+            _compiled[name] = torch.compile(fn, dynamic=True, options=_fusion_options() or None)
         except Exception as exc:  # no compiler backend: stay eager, same results
             warnings.warn(f"torch.compile unavailable ({exc}); spiking sites run eagerly")
             _compile_failed = True
@@ -185,44 +192,36 @@ def site_code(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None =
     return value.view(x.shape), events
 
 
+def site_value(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None) -> torch.Tensor:
+    """SN(x) alone, the unmetered fused execution's kernel (no spike count to reduce)."""
+    value = call_compiled("value", _site_value, _as_rows(x), _channel_tau(tau, x), theta, h, d, v0, levels,
+                          max_spikes or 0)
+    return value.view(x.shape)
+
+
 def site_frames(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None, rows=None):
     value, frames, events = call_compiled("frames", _site_frames, _as_rows(x), _channel_tau(tau, x), theta, h, d, v0, levels,
                                   max_spikes or 0, _row_weights(rows, x))
     return value.view(x.shape), frames.view(-1, *x.shape), events
 
 
-def site_columns(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None, rows=None):
-    """``x`` [..., L, S] of a one-channel site: spike counts per step and key column [T, ..., S] over the
-    query rows ``rows`` (bool, broadcastable to ``x.shape[:-1]``; None: all)."""
+def site_code_weighted(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None, rows=None,
+                       weights=None):
+    """(SN(x), spike count, sum of spikes x ``weights``) of a one-channel map ``x`` [..., L, S] over the query
+    rows ``rows`` (bool, broadcastable to ``x.shape[:-1]``; None: all); ``weights`` [T, ..., S]: one weight per
+    step and key column (the P V coincidences when they are V's spikes per key)."""
     if tau.numel() != 1:
-        raise ValueError("column counts are for one-channel (per-tensor tau) sites")
+        raise ValueError("weighted spike sums are for one-channel (per-tensor tau) sites")
     maps = x.contiguous().view(-1, x.shape[-2], x.shape[-1])
-    weights = None if rows is None else _row_weights(rows, x).view(maps.shape[0], maps.shape[1], 1)
-    columns = call_compiled("columns", _site_columns, maps, tau.reshape(1), theta, h, d, v0, levels, max_spikes or 0, weights)
-    return columns.view(-1, *x.shape[:-2], x.shape[-1])
-
-
-#: the most steps whose binary spikes fit the bit pattern of :func:`_site_code_pattern` (float32 integers)
-PATTERN_STEPS = 24
-
-
-def site_code_columns(x, tau, theta, h, d, v0, levels: int = 2, max_spikes: int | None = None, rows=None):
-    """(SN(x), spike count, spikes per step and key column [T, ..., S]) of a one-channel map ``x`` [..., L, S]
-    over the query rows ``rows`` (bool, broadcastable to ``x.shape[:-1]``; None: all): one run of the dynamics
-    for binary spikes (their steps as bit patterns), else the value kernel and the column kernel."""
-    rows_of_value = None if rows is None else rows[..., None]
-    if levels != 2 or theta.shape[0] > PATTERN_STEPS:
-        value, events = site_code(x[..., None], tau, theta, h, d, v0, levels, max_spikes, rows_of_value)
-        return value[..., 0], events, site_columns(x, tau, theta, h, d, v0, levels, max_spikes, rows)
-    if tau.numel() != 1:
-        raise ValueError("column counts are for one-channel (per-tensor tau) sites")
-    maps = x.contiguous().view(-1, x.shape[-2], x.shape[-1])
-    weights = None if rows is None else _row_weights(rows, x).view(maps.shape[0], maps.shape[1], 1)
-    value, events, pattern = call_compiled("code_pattern", _site_code_pattern, maps, tau.reshape(1), theta, h, d, v0,
-                                           levels, max_spikes or 0, weights)
-    columns = call_compiled("pattern_columns", _pattern_columns, pattern, int(theta.shape[0]))
-    counts = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return value.view(x.shape), events, columns.to(counts).view(-1, *x.shape[:-2], x.shape[-1])
+    steps = int(theta.shape[0])
+    if weights.shape[0] != steps or weights[0].numel() != maps.shape[0] * maps.shape[2]:
+        raise ValueError(f"weights {tuple(weights.shape)} do not match {steps} steps of a map {tuple(x.shape)}")
+    counted = None if rows is None else _row_weights(rows, x).view(maps.shape[0], maps.shape[1], 1)
+    per_key = weights.to(torch.float64 if x.dtype == torch.float64 else torch.float32).reshape(
+        steps, maps.shape[0], 1, maps.shape[2])
+    value, events, weighted = call_compiled("code_weighted", _site_code_weighted, maps, tau.reshape(1), theta, h, d,
+                                            v0, levels, max_spikes or 0, counted, per_key)
+    return value.view(x.shape), events, weighted
 
 
 def coincidences(xa, site_a, xb, site_b, rows=None) -> torch.Tensor:
