@@ -26,32 +26,40 @@ def _counted(events: torch.Tensor, rows: torch.Tensor | None, dtype: torch.dtype
     return events.sum(dtype=dtype) if rows is None else (events * rows).sum(dtype=dtype)
 
 
+def _code_steps(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
+                v0: torch.Tensor, levels: int, max_spikes: int, count: bool = False,
+                weights: torch.Tensor | None = None):
+    """The T steps of a site, elementwise: (sign(x) tau SN(|x|/tau), spike magnitudes summed over the steps
+    when ``count``, spikes times ``weights[t]`` summed over the steps when given). The kernels below
+    differ only in what they keep; under ``torch.compile`` each is one loop over memory."""
+    xf, v = _membrane(x, tau, v0)
+    code = torch.zeros_like(v)
+    events = torch.zeros_like(v) if count else None
+    weighted = torch.zeros_like(v) if weights is not None else None
+    fired = None
+    for t in range(theta.shape[0]):
+        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
+        code = code + d[t] * s
+        if count:
+            events = events + s      # spike magnitude: 1 per binary spike, k for an integer spike of k
+        if weights is not None:
+            weighted = weighted + s * weights[t]
+    return (torch.sign(xf) * tau * code).to(x.dtype), events, weighted
+
+
 def _site_code(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
                v0: torch.Tensor, levels: int, max_spikes: int, rows: torch.Tensor | None = None):
     """(sign(x) tau SN(|x|/tau), spike count) for a site; ``max_spikes <= 0`` means no budget. An integer
     spike of magnitude k counts k (k accumulations downstream), a binary spike 1; ``rows``: which rows'
     spikes are counted (padding is computed, never counted)."""
-    xf, v = _membrane(x, tau, v0)
-    code = torch.zeros_like(v)
-    events = torch.zeros_like(v)
-    fired = None
-    for t in range(theta.shape[0]):
-        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
-        code = code + d[t] * s
-        events = events + s          # spike magnitude: 1 per binary spike, k for an integer spike of k
-    return (torch.sign(xf) * tau * code).to(x.dtype), _counted(events, rows)
+    value, events, _ = _code_steps(x, tau, theta, h, d, v0, levels, max_spikes, count=True)
+    return value, _counted(events, rows)
 
 
 def _site_value(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
                 v0: torch.Tensor, levels: int, max_spikes: int):
-    """sign(x) tau SN(|x|/tau) alone (nothing metered): :func:`_site_code`'s value ops without the count."""
-    xf, v = _membrane(x, tau, v0)
-    code = torch.zeros_like(v)
-    fired = None
-    for t in range(theta.shape[0]):
-        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
-        code = code + d[t] * s
-    return (torch.sign(xf) * tau * code).to(x.dtype)
+    """sign(x) tau SN(|x|/tau) alone (nothing metered): :func:`_site_code`'s value without the count."""
+    return _code_steps(x, tau, theta, h, d, v0, levels, max_spikes)[0]
 
 
 def _site_frames(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
@@ -75,19 +83,9 @@ def _site_code_weighted(x: torch.Tensor, tau: torch.Tensor, theta: torch.Tensor,
                         weights: torch.Tensor):
     """:func:`_site_code` of a map ``x`` [M, L, S] plus sum_t s_t[m, l, j] weights[t, m, 0, j] over the counted
     rows: with V's spikes per key as the weights, the P V coincidences of the softmax map from the same run
-    of the dynamics, without its T frames or column maps. The value's ops are those of :func:`_site_code`."""
-    xf, v = _membrane(x, tau, v0)
-    code = torch.zeros_like(v)
-    events = torch.zeros_like(v)
-    weighted = torch.zeros_like(v)
-    fired = None
-    for t in range(theta.shape[0]):
-        s, v, fired = fire(v, theta[t], h[t], fired, levels, max_spikes)
-        code = code + d[t] * s
-        events = events + s
-        weighted = weighted + s * weights[t]
-    return ((torch.sign(xf) * tau * code).to(x.dtype), _counted(events, rows, torch.float64),
-            _counted(weighted, rows, torch.float64))
+    of the dynamics, without its T frames or column maps."""
+    value, events, weighted = _code_steps(x, tau, theta, h, d, v0, levels, max_spikes, count=True, weights=weights)
+    return value, _counted(events, rows, torch.float64), _counted(weighted, rows, torch.float64)
 
 
 def _coincidences(xa: torch.Tensor, tau_a: torch.Tensor, theta_a: torch.Tensor, h_a: torch.Tensor, v0_a: torch.Tensor,
