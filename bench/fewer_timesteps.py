@@ -10,6 +10,8 @@ recipe are fitted with several seeds and evaluated on held-out enwiki-excerpt an
 plain ANN and the analog reference, each fit also with the attention mass correction
 (``mass_correction``: it changes no neuron, only the output).
     python bench/fewer_timesteps.py [--timesteps 4 5 6 8] [--seeds 0 1 2] [--bump 2] [--slack 0.05]
+    python bench/fewer_timesteps.py --timesteps 5 --recipe 5:softmax=9,gate_act=7,up=7,k=7,q=7 --no-uniform
+``--recipe`` evaluates a given per-site T instead of selecting one (repeatable; several per T allowed).
 """
 
 from __future__ import annotations
@@ -87,6 +89,15 @@ def choose_types(model, calib, T: int, bump: int, slack: float, select, sample, 
     return chosen
 
 
+def parse_recipe(text: str) -> tuple[int, dict[str, int]]:
+    """``T:type=steps,type=steps`` -> (T, {type: steps})."""
+    try:
+        head, body = text.split(":", 1)
+        return int(head), {k.strip(): int(v) for k, v in (item.split("=") for item in body.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected T:type=steps,type=steps, got {text!r}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--timesteps", type=int, nargs="+", default=[4, 5, 6, 8])
@@ -96,6 +107,10 @@ def main() -> None:
     parser.add_argument("--eval-tokens", type=int, default=20480)
     parser.add_argument("--botchan-tokens", type=int, default=8192)
     parser.add_argument("--select-windows", type=int, default=16, help="calibration windows of the selection")
+    parser.add_argument("--recipe", type=parse_recipe, action="append", default=[],
+                        help="T:type=steps,...: evaluate this per-site T at T instead of selecting one")
+    parser.add_argument("--no-uniform", action="store_true", help="skip the uniform-T rows")
+    parser.add_argument("--no-mass-correction", action="store_true", help="skip the mass-corrected rows")
     args = parser.parse_args()
     model, tokenizer = load()
     texts = held_out_texts(tokenizer, args.eval_tokens, args.botchan_tokens)
@@ -107,8 +122,11 @@ def main() -> None:
     print("ANN", ann, "analog", analog, flush=True)
     rows, sens_rows, runs = [], [], []
     for T in args.timesteps:
-        recipes = {"uniform": None}
-        if T < 8:
+        recipes = {} if args.no_uniform else {"uniform": None}
+        given = [steps for t, steps in args.recipe if t == T]
+        for i, steps in enumerate(given):
+            recipes["per-site T" + (f" ({i + 1})" if len(given) > 1 else "")] = steps
+        if T < 8 and not given:
             chosen = choose_types(model, calib, T, args.bump, args.slack, select, sample, sens_rows)
             if chosen:
                 recipes["per-site T"] = chosen
@@ -116,7 +134,7 @@ def main() -> None:
             for seed in args.seeds:
                 config = slm.SpikingConfig(timesteps=T, site_timesteps=steps, fit=slm.FitConfig(seed=seed))
                 install(model, fitted_state(model, calib, config))
-                for mass in (False, True):   # the correction changes no neuron: the same fit, evaluated again
+                for mass in (False,) if args.no_mass_correction else (False, True):   # the correction changes no neuron: the same fit, evaluated again
                     model.spiking.mass_correction = mass
                     with model.spiking.use(mode="fused"):
                         ppl = {k: perplexity(model, w) for k, w in texts.items()}

@@ -33,15 +33,29 @@ def _down_inputs(model: nn.Module):
     return [s for name, s in spiking_sites(model).items() if name.endswith(".down_in")]
 
 
+class _RatioAbove(Exception):
+    """A trial's running outlier ratio passed the bound: the rest of its forward cannot change the verdict."""
+
+
 @torch.no_grad()
 def token_outlier_ratios(model: nn.Module, windows: torch.Tensor, prefix: list[int],
-                         batch_size: int = 4) -> torch.Tensor:
+                         batch_size: int = 4, bound: float | None = None) -> torch.Tensor | None:
     """[n, L]: per token, the largest over layers of max|x| at the down_proj input divided by that
     layer's median token max (PrefixQuant's outlier statistic), computed by the analog model behind
-    ``prefix`` (the installed prefix is put back afterwards)."""
+    ``prefix`` (the installed prefix is put back afterwards).
+
+    ``bound``: when the windows run as one batch, the forward stops (and None is returned) at the first
+    layer whose ratio exceeds it: a candidate that already loses to the best one needs no more layers."""
     runtime = runtime_of(model)
     maxima: dict[int, torch.Tensor] = {}
-    hooks = [site.register_forward_pre_hook(lambda m, a, i=i: maxima.__setitem__(i, a[0].abs().amax(-1).float()))
+    early_stop = bound is not None and windows.shape[0] <= batch_size
+
+    def observe(i: int, x: torch.Tensor) -> None:
+        maxima[i] = x.abs().amax(-1).float()
+        if early_stop and float((maxima[i] / maxima[i].flatten().median().clamp_min(1e-12)).max()) > bound:
+            raise _RatioAbove
+
+    hooks = [site.register_forward_pre_hook(lambda m, a, i=i: observe(i, a[0]))
              for i, site in enumerate(_down_inputs(model))]
     saved = runtime.prefix
     device = next(model.parameters()).device
@@ -55,6 +69,8 @@ def token_outlier_ratios(model: nn.Module, windows: torch.Tensor, prefix: list[i
         per_layer = torch.cat(rows, dim=1)
         median = per_layer.flatten(1).median(dim=1).values.clamp_min(1e-12)
         return (per_layer / median[:, None, None]).amax(0)
+    except _RatioAbove:
+        return None
     finally:
         for h in hooks:
             h.remove()
@@ -84,8 +100,13 @@ def select_prefix(model: nn.Module, windows: torch.Tensor, eta: float = 64.0, ma
     candidates = candidate_tokens(windows, ratios, eta, specials or [])
     prefix: list[int] = []
     while float(ratios.max()) > eta and len(prefix) < max_tokens:
-        trials = {tok: token_outlier_ratios(model, windows, prefix + [tok], batch_size) for tok in candidates}
-        tok, best = min(trials.items(), key=lambda kv: float(kv[1].max()))
+        best_tok, best = None, None
+        for tok in candidates:     # a trial stops once it is worse than the best so far (same choice, ties too)
+            trial = token_outlier_ratios(model, windows, prefix + [tok], batch_size,
+                                         None if best is None else float(best.max()))
+            if trial is not None and (best is None or float(trial.max()) < float(best.max())):
+                best_tok, best = tok, trial
+        tok = best_tok
         if float(best.max()) > 0.9 * float(ratios.max()):      # no candidate helps any more
             break
         prefix.append(tok)

@@ -7,7 +7,7 @@ import torch
 import spiking_lm_plugin as slm
 from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.model_surgery import attach, spiking_sites
-from spiking_lm_plugin.prefix import install_prefix, select_prefix
+from spiking_lm_plugin.prefix import candidate_tokens, install_prefix, select_prefix, token_outlier_ratios
 
 from .conftest import smollm2_layers
 from .helpers import random_windows, tiny_config, tiny_model
@@ -125,6 +125,15 @@ def test_prefix_search_finds_the_sink_on_real_text(smollm2_six_layers, smollm2_t
     search = select_prefix(smollm2_six_layers, windows[:4], specials=[smollm2_tokenizer.eos_token_id])
     # the first token of every window is a massive-activation sink; one prefix token absorbs it
     assert search.ratio_before > 64 and search.tokens and search.ratio_after < 64, search
+    # trials that stop early once worse than the best still choose the exhaustive search's argmin
+    base = token_outlier_ratios(smollm2_six_layers, windows[:4], [])
+    candidates = candidate_tokens(windows[:4], base, 64.0, [smollm2_tokenizer.eos_token_id])
+    full = {tok: float(token_outlier_ratios(smollm2_six_layers, windows[:4], [tok]).max()) for tok in candidates}
+    assert len(candidates) > 1 and search.tokens[0] == min(full, key=full.get), full
+    assert search.ratio_after == full[search.tokens[0]] or len(search.tokens) > 1
+    loser = max(full, key=full.get)
+    assert token_outlier_ratios(smollm2_six_layers, windows[:4], [loser], bound=min(full.values())) is None
+    assert smollm2_six_layers.spiking.prefix is None
     # neurons off, the prefix barely changes the continuation log-likelihoods (the ANN reads one more token)
     install_prefix(smollm2_six_layers, search.tokens)
     nll = {}
