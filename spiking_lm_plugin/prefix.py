@@ -106,6 +106,8 @@ def select_prefix(model: nn.Module, windows: torch.Tensor, eta: float = 64.0, ma
                                          None if best is None else float(best.max()))
             if trial is not None and (best is None or float(trial.max()) < float(best.max())):
                 best_tok, best = tok, trial
+        if best is None:                                        # no candidate at all
+            break
         tok = best_tok
         if float(best.max()) > 0.9 * float(ratios.max()):      # no candidate helps any more
             break
