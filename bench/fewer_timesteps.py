@@ -134,7 +134,8 @@ def main() -> None:
             for seed in args.seeds:
                 config = slm.SpikingConfig(timesteps=T, site_timesteps=steps, fit=slm.FitConfig(seed=seed))
                 install(model, fitted_state(model, calib, config))
-                for mass in (False,) if args.no_mass_correction else (False, True):   # the correction changes no neuron: the same fit, evaluated again
+                # the correction changes no neuron: the same fit, evaluated again
+                for mass in (False,) if args.no_mass_correction else (False, True):
                     model.spiking.mass_correction = mass
                     with model.spiking.use(mode="fused"):
                         ppl = {k: perplexity(model, w) for k, w in texts.items()}

@@ -99,7 +99,6 @@ def main() -> None:
     steps = fit.total_steps
     sites = len(state.site_names)
     conversion = state.fit["calibrate_s"] + state.fit["fit_s"]
-    windows = eval_windows(tokenizer, args.tokens).to(args.device)
     rows = [
         {"quantity": "load (s)", "value": load_s},
         {"quantity": "calibrate (s)", "value": state.fit["calibrate_s"]},
@@ -118,6 +117,7 @@ def main() -> None:
     if args.conversion_only:
         write("speed_conversion", rows, meta)
         return
+    windows = eval_windows(tokenizer, args.tokens).to(args.device)
     agreement = timestep_agreement(model, windows[:1])
     rows.append({"quantity": f"ANN forward, {windows.numel()} tokens (s)", "value": forward_time(model, windows, "ann", repeats=2)})
     rows += ratios(model, windows, 8, "")

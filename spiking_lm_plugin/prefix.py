@@ -100,18 +100,14 @@ def select_prefix(model: nn.Module, windows: torch.Tensor, eta: float = 64.0, ma
     candidates = candidate_tokens(windows, ratios, eta, specials or [])
     prefix: list[int] = []
     while float(ratios.max()) > eta and len(prefix) < max_tokens:
-        best_tok, best = None, None
+        best_tok, best, best_max = None, None, None
         for tok in candidates:     # a trial stops once it is worse than the best so far (same choice, ties too)
-            trial = token_outlier_ratios(model, windows, prefix + [tok], batch_size,
-                                         None if best is None else float(best.max()))
-            if trial is not None and (best is None or float(trial.max()) < float(best.max())):
-                best_tok, best = tok, trial
-        if best is None:                                        # no candidate at all
+            trial = token_outlier_ratios(model, windows, prefix + [tok], batch_size, best_max)
+            if trial is not None and (best_max is None or float(trial.max()) < best_max):
+                best_tok, best, best_max = tok, trial, float(trial.max())
+        if best is None or best_max > 0.9 * float(ratios.max()):   # no candidate, or none helps any more
             break
-        tok = best_tok
-        if float(best.max()) > 0.9 * float(ratios.max()):      # no candidate helps any more
-            break
-        prefix.append(tok)
+        prefix.append(best_tok)
         ratios = best
     per_seq = float((ratios > eta).sum()) / max(1, windows.shape[0])
     return PrefixSearch(prefix, before, float(ratios.max()), per_seq)
