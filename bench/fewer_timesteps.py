@@ -11,7 +11,8 @@ plain ANN and the analog reference, each fit also with the attention mass correc
 (``mass_correction``: it changes no neuron, only the output).
     python bench/fewer_timesteps.py [--timesteps 4 5 6 8] [--seeds 0 1 2] [--bump 2] [--slack 0.05]
     python bench/fewer_timesteps.py --timesteps 5 --recipe 5:softmax=9,gate_act=7,up=7,k=7,q=7 --no-uniform
-``--recipe`` evaluates a given per-site T instead of selecting one (repeatable; several per T allowed).
+``--recipe`` evaluates a given per-site T instead of selecting one (repeatable; several per T allowed);
+``--bias-correction`` evaluates every fit a second time with the bias correction.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import statistics
 import torch
 
 import spiking_lm_plugin as slm
-from spiking_lm_plugin.conversion import build_state, calibrate, fit, install
+from spiking_lm_plugin.conversion import build_state, calibrate, correct_biases, fit, install
 from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.model_surgery import spiking_sites
 from spiking_lm_plugin.sites import site_type
@@ -111,6 +112,8 @@ def main() -> None:
                         help="T:type=steps,...: evaluate this per-site T at T instead of selecting one")
     parser.add_argument("--no-uniform", action="store_true", help="skip the uniform-T rows")
     parser.add_argument("--no-mass-correction", action="store_true", help="skip the mass-corrected rows")
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="evaluate every fit again with the bias correction (SpikingConfig.bias_correction)")
     args = parser.parse_args()
     model, tokenizer = load()
     texts = held_out_texts(tokenizer, args.eval_tokens, args.botchan_tokens)
@@ -133,18 +136,22 @@ def main() -> None:
         for label, steps in recipes.items():
             for seed in args.seeds:
                 config = slm.SpikingConfig(timesteps=T, site_timesteps=steps, fit=slm.FitConfig(seed=seed))
-                install(model, fitted_state(model, calib, config))
-                # the correction changes no neuron: the same fit, evaluated again
-                for mass in (False,) if args.no_mass_correction else (False, True):
-                    model.spiking.mass_correction = mass
-                    with model.spiking.use(mode="fused"):
-                        ppl = {k: perplexity(model, w) for k, w in texts.items()}
-                    ac, mj = energy(model, sample)
-                    runs.append({"T": T, "recipe": label + (" + mass correction" if mass else ""),
-                                 "site T": steps or "-", "seed": seed, "AC (G)": ac / 1e9, "mJ/token": mj,
-                                 **{f"{k} ppl": v for k, v in ppl.items()}})
-                    print(runs[-1], flush=True)
-                model.spiking.mass_correction = False
+                state = fitted_state(model, calib, config)
+                install(model, state)
+                # neither correction changes a neuron: the same fit, evaluated again with each
+                for bias in (False, True) if args.bias_correction else (False,):
+                    if bias:
+                        correct_biases(model, state, calib.windows)
+                    for mass in (False,) if args.no_mass_correction else (False, True):
+                        model.spiking.mass_correction = mass
+                        with model.spiking.use(mode="fused"):
+                            ppl = {k: perplexity(model, w) for k, w in texts.items()}
+                        ac, mj = energy(model, sample)
+                        suffix = (" + bias correction" if bias else "") + (" + mass correction" if mass else "")
+                        runs.append({"T": T, "recipe": label + suffix, "site T": steps or "-", "seed": seed,
+                                     "AC (G)": ac / 1e9, "mJ/token": mj, **{f"{k} ppl": v for k, v in ppl.items()}})
+                        print(runs[-1], flush=True)
+                    model.spiking.mass_correction = False
     for (T, label) in dict.fromkeys((r["T"], r["recipe"]) for r in runs):
         group = [r for r in runs if r["T"] == T and r["recipe"] == label]
         row = {"T": T, "recipe": label, "site T": group[0]["site T"], "seeds": len(group)}

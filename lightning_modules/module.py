@@ -27,6 +27,9 @@ class NeuronFitModule(pl.LightningModule):
         if self.spiking.mixed_timesteps:
             raise ValueError("site_timesteps (a T per site type) is fitted by `spiking-lm convert` and the Python "
                              "API; the Lightning trainer fits one T for every site")
+        if self.spiking.bias_correction or self.spiking.layerwise is not None:
+            raise ValueError("bias_correction and layerwise run the spiking model after the fit; the Lightning "
+                             "trainer fits from cached activations: use `spiking-lm convert` for them")
         self.spec = self.spiking.neuron_spec()
         fitter = fitter_name(self.spec)
         if fitter != GRADIENT:

@@ -54,6 +54,7 @@ def write_checkpoint(directory: str | os.PathLike, state: SpikingState, architec
     }
     tensors = {f"neurons.{k}": v.contiguous().cpu() for k, v in state.neurons.items()}
     tensors.update({f"tau.{name}": tau.contiguous().cpu() for name, tau in state.taus.items()})
+    tensors.update({f"offset.{name}": offset.contiguous().cpu() for name, offset in state.offsets.items()})
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp / TENSORS_FILE))
@@ -113,6 +114,10 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
         raise CheckpointError(f"{directory / TENSORS_FILE} is missing or corrupt: {exc}") from exc
     neurons = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("neurons.")}
     taus = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("tau.")}
+    offsets = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("offset.")}
+    if set(offsets) - set(stored):
+        raise CheckpointError(f"{directory / TENSORS_FILE} has bias offsets for sites it does not list: "
+                              f"{sorted(set(offsets) - set(stored))[:6]}")
     lacking = [n for n in stored if n not in taus] + [k for k in ("d", "theta", "h", "v0") if k not in neurons]
     if lacking:
         raise CheckpointError(f"{directory / TENSORS_FILE} is incomplete: no tensors for {lacking[:6]}")
@@ -133,7 +138,7 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
                               f"vocabulary ({vocab} tokens)")
     state = SpikingState(config, NeuronSpec.from_dict(meta["neuron"]), stored, neurons, taus,
                          base["name"], base["fingerprint"], meta.get("fit", {}), tokens, prefix.get("bos_token_id"),
-                         dict(meta.get("weights", {})))
+                         dict(meta.get("weights", {})), offsets)
     try:
         install(model, state)
     except ValueError as exc:

@@ -69,6 +69,9 @@ class SpikingConfig:
         mass_correction: give the attention output the mass the softmax neurons round away: each row's
             1 - sum of its spiked probabilities times the mean spiked value over the keys it may attend to
             (at low T most entries of a row code as 0; docs/DESIGN.md, "Attention mass correction").
+        bias_correction: after fitting, measure each linear-feeding site's mean coding error per channel on
+            calibration windows (the spiking model, in network order) and give it back as a bias of the linear
+            it feeds (docs/DESIGN.md, "Bias correction").
         weight_bits: 16 (the model's weights as loaded), 8 or 4: the decoder linears quantized by torchao
             after the rotation folding and before calibration (paper Table 8); embeddings and head stay.
         weight_group_size: one scale per this many input channels of a weight row; None = per output row at
@@ -102,6 +105,7 @@ class SpikingConfig:
     spike_mask: int | None = None
     mask_in_fit: bool = False
     mass_correction: bool = False
+    bias_correction: bool = False
     weight_bits: int = 16
     weight_group_size: Any = None
     seed: int = 0
@@ -219,6 +223,7 @@ class SpikingConfig:
         data.setdefault("tau_headroom", 1.0)     # checkpoints written before headroom existed used tau = max
         data.setdefault("exclude_outlier_tokens", False)    # nor did they leave outlier tokens out
         data.setdefault("mass_correction", False)
+        data.setdefault("bias_correction", False)
         data["headroom_sites"] = tuple(data.get("headroom_sites", HEADROOM_SITE_TYPES))
         if isinstance(data.get("allocation"), list):
             data["allocation"] = tuple(data["allocation"])

@@ -26,8 +26,8 @@ from .progress import progress_bar
 from .runtime import runtime_of
 from .sites import MASK_EXEMPT_SITE_TYPES, site_type
 
-__all__ = ["Calibration", "SpikingState", "build_state", "calibrate", "convert", "fit", "install", "prepare",
-           "selected_sites", "set_mode"]
+__all__ = ["Calibration", "SpikingState", "build_state", "calibrate", "convert", "correct_biases", "fit", "install",
+           "prepare", "selected_sites", "set_mode"]
 
 
 @dataclass
@@ -45,6 +45,7 @@ class SpikingState:
     prefix: list[int] = field(default_factory=list)   # the prefixed outlier tokens (resolved from the config)
     bos_token_id: int | None = None
     weights: dict = field(default_factory=dict)   # the weight recipe's record (library, version, fingerprint)
+    offsets: dict[str, torch.Tensor] = field(default_factory=dict)   # bias correction: mean coding error per site
 
 
 def install(model: nn.Module, state: SpikingState) -> None:
@@ -59,6 +60,7 @@ def install(model: nn.Module, state: SpikingState) -> None:
         steps = site_steps(t, i)
         sites[name].set_neuron(t["d"][i, :steps], t["theta"][i, :steps], t["h"][i, :steps], t["v0"][i],
                                state.taus[name], levels=state.spec.levels, max_spikes=state.spec.max_spikes)
+        sites[name].set_offset(state.offsets.get(name))
     runtime = runtime_of(model)
     runtime.spike_mask = state.config.spike_mask
     runtime.mass_correction = state.config.mass_correction
@@ -166,8 +168,20 @@ def convert(model: nn.Module, config: SpikingConfig | None = None, calibration=N
     install(model, state)
     if config.layerwise is not None:
         tune_layers(model, state, calib.windows, show_progress)
+    if config.bias_correction:
+        correct_biases(model, state, calib.windows)
     runtime_of(model).set_mode(mode)
     return state
+
+
+def correct_biases(model: nn.Module, state: SpikingState, windows: torch.Tensor) -> None:
+    """The bias-correction stage of an installed state (``state.config.bias_correction``): the offsets go
+    into ``state`` (so a checkpoint stores them) and stay installed."""
+    from .bias_correction import measure_offsets
+
+    t0 = time.perf_counter()
+    state.offsets = measure_offsets(model, windows, state.site_names)
+    state.fit["bias_correction"] = {"seconds": time.perf_counter() - t0, "sites": len(state.offsets)}
 
 
 def tune_layers(model: nn.Module, state: SpikingState, windows: torch.Tensor, show_progress: bool = True) -> None:

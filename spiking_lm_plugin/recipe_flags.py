@@ -120,6 +120,8 @@ RECIPE_FLAGS: list[tuple[tuple[str, ...], str, dict]] = [
         "block's tau and threshold offsets against the ANN block's output (slower)"}),
     (("--layerwise-windows",), "layerwise.windows", {"type": POSITIVE,
         "help": "calibration windows the blocks are tuned on (with --layerwise; default LayerwiseConfig's)"}),
+    (("--bias-correction",), "bias_correction", {"action": "store_true", "help": "after the fit, give each "
+        "linear layer's input site its mean coding error back as a bias (measured on calibration windows)"}),
     (("--sites",), "sites", {"type": _comma_sites, "help": "comma list of site types"}),
     (("--calibration-text",), "calibration_text", {"help": "text asset for calibration"}),
     (("--calibration-tokens",), "calibration_tokens", {"type": POSITIVE}),

@@ -21,8 +21,10 @@ def nnz(t: torch.Tensor) -> torch.Tensor:
 
 
 def linear_op(kind: str, linear: torch.nn.Linear, tokens: int, timesteps: int | None,
-              spikes: Count = 0.0) -> LinearOp:
-    return LinearOp(kind, linear.in_features, linear.out_features, linear.bias is not None, timesteps,
+              spikes: Count = 0.0, corrected: bool = False) -> LinearOp:
+    """``corrected``: the input site is bias-corrected, so the layer adds a bias (-W offset) even where the
+    model's linear has none."""
+    return LinearOp(kind, linear.in_features, linear.out_features, linear.bias is not None or corrected, timesteps,
                     tokens, 0.0 if timesteps is None else spikes, getattr(linear, "weight_bits", None))
 
 

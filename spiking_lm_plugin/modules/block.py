@@ -52,7 +52,7 @@ class MeteredModule(nn.Module):
     def _emit_linear(self, proj: nn.Linear, spikes: Spikes, kind: str, tokens: Count) -> None:
         if self.metering:
             self._emit(linear_op(kind, proj, tokens, None if spikes.analog else spikes.d.numel(),
-                                 0.0 if spikes.analog else spikes.events))
+                                 0.0 if spikes.analog else spikes.events, corrected=spikes.offset is not None))
 
 
 class SpikingBlock(MeteredModule):

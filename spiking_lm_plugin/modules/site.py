@@ -15,7 +15,9 @@ from ..sites import MASK_EXEMPT_SITE_TYPES, site_type
 @dataclass
 class Spikes:
     """What a site emits. ``value`` = SN(x) (or x when analog); ``frames`` = signed spike magnitudes
-    [T, *x.shape] with step weights ``d`` [T] and scale ``tau`` (broadcast on the last dim)."""
+    [T, *x.shape] with step weights ``d`` [T] and scale ``tau`` (broadcast on the last dim); ``offset`` [C]:
+    the site's mean coding error, already taken out of ``value`` (bias correction; the frames sum to
+    ``value + offset``, and a linear reading the frames subtracts W offset once)."""
 
     value: torch.Tensor
     frames: torch.Tensor | None = None
@@ -23,6 +25,7 @@ class Spikes:
     tau: torch.Tensor | None = None
     events: torch.Tensor | None = None   # number of nonzero spikes (scalar); None when analog or not metered
     weighted: torch.Tensor | None = None  # sum of spikes x per-step column weights (softmax map, metered fused)
+    offset: torch.Tensor | None = None
 
     @property
     def analog(self) -> bool:
@@ -39,7 +42,7 @@ class Spikes:
     def squeeze_last(self) -> "Spikes":
         """Drop a trailing channel dim of size 1 (the softmax map is one channel), as views."""
         frames = None if self.frames is None else self.frames.squeeze(-1)
-        return Spikes(self.value.squeeze(-1), frames, self.d, self.tau, self.events)
+        return Spikes(self.value.squeeze(-1), frames, self.d, self.tau, self.events, offset=self.offset)
 
 
 def clock_steps(*spikes: Spikes) -> int | None:
@@ -58,7 +61,7 @@ class SpikeSite(nn.Module):
         self.runtime = runtime
         self.levels = 2
         self.max_spikes: int | None = None
-        for key in ("d", "theta", "h", "tau"):
+        for key in ("d", "theta", "h", "tau", "offset"):
             self.register_buffer(key, torch.empty(0), persistent=False)
         self.register_buffer("v0", torch.zeros(()), persistent=False)
 
@@ -95,6 +98,22 @@ class SpikeSite(nn.Module):
             raise ValueError(f"site {self.name}: tau must be > 0")
         self.levels, self.max_spikes = levels, max_spikes
 
+    def set_offset(self, offset: torch.Tensor | None) -> None:
+        """The mean coding error per channel that the decoded value gives back (None: no correction)."""
+        if offset is None:
+            self.offset = torch.empty(0, device=self.v0.device)
+            return
+        offset = offset.to(self.v0.device, torch.float32).reshape(-1)
+        if offset.numel() != self.channels:
+            raise ValueError(f"site {self.name}: offset has {offset.numel()} values, expected {self.channels}")
+        self.offset = offset
+
+    def _spikes(self, value, x, frames=None, events=None, weighted=None) -> Spikes:
+        offset = self.offset.to(x.dtype) if self.offset.numel() else None
+        if offset is not None:
+            value = value - offset
+        return Spikes(value, frames, self.d, self.tau.to(x.dtype), events, weighted, offset)
+
     def forward(self, x: torch.Tensor, need_frames: bool = False, rows: torch.Tensor | None = None) -> Spikes:
         """SN(x) (fused), SN(x) with its frames (timestep or ``need_frames``), or x itself (analog modes,
         or a site the recipe left out); ``rows`` (bool, broadcastable to x.shape[:-1]): the values whose
@@ -105,11 +124,11 @@ class SpikeSite(nn.Module):
         args = (x, self.tau, self.theta, self.h, self.d, self.v0, self.levels, self.spike_cap, rows)
         if need_frames or mode == "timestep":
             value, frames, events = site_frames(*args)
-            return Spikes(value, frames, self.d, self.tau.to(x.dtype), events)
+            return self._spikes(value, x, frames, events)
         if self.runtime.meter is None:   # nothing counts the spikes: the kernel without the count's reduction
-            return Spikes(site_value(*args[:-1]), None, self.d, self.tau.to(x.dtype))
+            return self._spikes(site_value(*args[:-1]), x)
         value, events = site_code(*args)
-        return Spikes(value, None, self.d, self.tau.to(x.dtype), events)
+        return self._spikes(value, x, events=events)
 
     def code_weighted(self, x: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor | None = None) -> Spikes:
         """Fused SN(x) of a map [..., L, S] plus its spikes weighted per step and key column (``weights``
@@ -119,7 +138,7 @@ class SpikeSite(nn.Module):
             return Spikes(x)
         value, events, weighted = site_code_weighted(x, self.tau, self.theta, self.h, self.d, self.v0, self.levels,
                                                      self.spike_cap, None if rows is None else rows[..., 0], weights)
-        return Spikes(value, None, self.d, self.tau.to(x.dtype), events, weighted)
+        return self._spikes(value, x, events=events, weighted=weighted)
 
     def extra_repr(self) -> str:
         return f"{self.name}, channels={self.channels}, T={self.timesteps}, tau={'channel' if self.tau.numel() > 1 else 'tensor'}"

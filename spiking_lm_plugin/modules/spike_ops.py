@@ -39,8 +39,8 @@ def running_sum(steps: torch.Tensor) -> torch.Tensor:
 
 
 def linear_steps(linear: nn.Linear, spikes: Spikes) -> torch.Tensor:
-    """Per-step outputs [T, ..., out] = d_t * (W diag(tau)) s_t, all T steps in one matmul; the bias joins
-    step 1. The step weights and tau scale the frames before the matmul, unless scaling W by tau and the
+    """Per-step outputs [T, ..., out] = d_t * (W diag(tau)) s_t, all T steps in one matmul; the bias (and
+    -W offset, a bias-corrected site's) joins step 1. The step weights and tau scale the frames before the matmul, unless scaling W by tau and the
     outputs by d_t touches fewer values (a wide input feeding a narrow output)."""
     dtype = step_dtype(spikes.value)
     weight = dense_weight(linear, dtype)     # a torchao weight dequantized: its subclass has no per-step ops
@@ -53,6 +53,8 @@ def linear_steps(linear: nn.Linear, spikes: Spikes) -> torch.Tensor:
         steps = steps * spikes.d.to(dtype).view((-1,) + (1,) * (steps.ndim - 1))
     if linear.bias is not None:
         steps[0] = steps[0] + linear.bias.to(dtype)
+    if spikes.offset is not None:
+        steps[0] = steps[0] - F.linear(spikes.offset.to(dtype), weight)
     return steps
 
 
