@@ -22,6 +22,7 @@ from .conversion import SpikingState, install
 from .fitting.grouped import site_steps
 from .model_surgery import attach, prepare, selected_sites
 from .neurons import NeuronSpec
+from .sites import LINEAR_INPUT_SITE_TYPES, site_type
 from .weight_recipe import WeightRecipe, describe_weights
 
 __all__ = ["CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "TENSORS_FILE", "CheckpointError", "OutputPathError", "load",
@@ -118,6 +119,9 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
     if set(offsets) - set(stored):
         raise CheckpointError(f"{directory / TENSORS_FILE} has bias offsets for sites it does not list: "
                               f"{sorted(set(offsets) - set(stored))[:6]}")
+    if config.bias_correction and not offsets and any(site_type(n) in LINEAR_INPUT_SITE_TYPES for n in stored):
+        raise CheckpointError(f"{directory / TENSORS_FILE} has no bias offsets, but its recipe in {CONFIG_FILE} "
+                              "is bias-corrected")
     lacking = [n for n in stored if n not in taus] + [k for k in ("d", "theta", "h", "v0") if k not in neurons]
     if lacking:
         raise CheckpointError(f"{directory / TENSORS_FILE} is incomplete: no tensors for {lacking[:6]}")

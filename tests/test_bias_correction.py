@@ -2,11 +2,15 @@
 back, both executions stay the same function (float64), the meter prices the bias, the checkpoint round
 trip keeps the offsets, the reference modes never see them, and the real model's error shrinks."""
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import spiking_lm_plugin as slm
 from spiking_lm_plugin.bias_correction import CORRECTION_WINDOWS
+from spiking_lm_plugin.checkpoint_files import CONFIG_FILE, TENSORS_FILE, CheckpointError
 from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.energy.events import LinearOp
 from spiking_lm_plugin.model_surgery import spiking_sites
@@ -93,6 +97,14 @@ def test_checkpoint_round_trip_keeps_the_offsets(tmp_path):
     assert loaded.config.bias_correction and sorted(loaded.offsets) == sorted(state.offsets)
     for mode in ("fused", "timestep"):
         assert torch.equal(logits(model, mode), logits(fresh, mode)), mode
+    # a bias-corrected recipe whose tensors lost their offsets is refused, not run uncorrected
+    tensors = load_file(str(tmp_path / "ckpt" / TENSORS_FILE))
+    save_file({k: v for k, v in tensors.items() if not k.startswith("offset.")}, str(tmp_path / "ckpt" / TENSORS_FILE))
+    meta = json.loads((tmp_path / "ckpt" / CONFIG_FILE).read_text())
+    meta.pop("tensors", None)          # the digest would name the edit first
+    (tmp_path / "ckpt" / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="has no bias offsets"):
+        slm.load(tiny_model(vocab_size=VOCAB), tmp_path / "ckpt")
 
 
 def test_the_trainer_refuses_bias_correction_in_one_line():
