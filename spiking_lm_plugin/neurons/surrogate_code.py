@@ -94,6 +94,7 @@ def surrogate_phase_code(u: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, 
 def exact_phase_code(u: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
                      v0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(SN(u), spikes per value) [S, N] with the exact step and no gradient (evaluating a fit), one kernel."""
-    u = u.contiguous()
-    return call_compiled("fit_forward", _forward, u, theta.contiguous(), h.contiguous(), d.contiguous(),
-                         v0.contiguous(), torch.ones_like(theta))
+    # detached as in the surrogate's forward: a view (v0 is one) would make dynamo guard on its base and
+    # compile the kernel a second time for the fit's calls
+    u, theta, h, d, v0 = (t.detach().contiguous() for t in (u, theta, h, d, v0))
+    return call_compiled("fit_forward", _forward, u, theta, h, d, v0, torch.ones_like(theta))
