@@ -94,3 +94,30 @@ def test_compiled_kernel_matches_eager():
     if "compiled spiking kernel failed" in proc.stderr or "torch.compile unavailable" in proc.stderr:
         pytest.skip("no torch.compile backend on this machine: " + proc.stderr[-500:])
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+FIT_SCRIPT = r"""
+import os, torch
+os.environ["SPIKING_LM_COMPILE"] = "1"
+from spiking_lm_plugin.fitting import FitConfig, fit_neurons
+from spiking_lm_plugin.neurons import NeuronSpec, kernels, surrogate_code
+fit_neurons(NeuronSpec.preset("multi-grain", 8, 2), torch.rand(5, 700),
+            FitConfig(rounds=1, threshold_steps=2, base_steps=0, batch_samples=64))
+assert not kernels._compile_failed, "compiled fit code fell back to eager"
+cache_entries = getattr(torch._dynamo.eval_frame, "_debug_get_cache_entry_list", None)
+print(len(cache_entries(surrogate_code._forward.__code__)) if cache_entries is not None else "unknown")
+"""
+
+
+def test_a_fit_compiles_its_kernel_once():
+    """The fit's first evaluation and its surrogate steps share one compiled variant of the fit kernel (a
+    second variant costs about a second of compilation per conversion). Dynamo's cache listing is a private
+    helper: where a torch lacks it the count is unknown and the test skips."""
+    proc = subprocess.run([sys.executable, "-c", FIT_SCRIPT], capture_output=True, text=True,
+                          env={**os.environ, "SPIKING_LM_COMPILE": "1"})
+    if "compiled spiking kernel failed" in proc.stderr or "torch.compile unavailable" in proc.stderr:
+        pytest.skip("no torch.compile backend on this machine: " + proc.stderr[-500:])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if proc.stdout.strip() == "unknown":
+        pytest.skip("this torch has no listing of dynamo's compiled variants")
+    assert proc.stdout.strip() == "1"
