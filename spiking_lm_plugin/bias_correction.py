@@ -13,6 +13,8 @@ the corrections upstream of it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -42,8 +44,8 @@ def measure_offsets(model: nn.Module, windows: torch.Tensor, site_names: list[st
             raise ValueError(f"site {name}: non-finite coding error while measuring the bias correction")
         sites[name].set_offset(error)
         offsets[name] = error.cpu()
-        return type(spikes)(spikes.value - error.to(spikes.value.dtype), spikes.frames, spikes.d, spikes.tau,
-                            spikes.events, spikes.weighted, sites[name].offset.to(x.dtype))
+        offset = error.to(spikes.value.dtype)
+        return replace(spikes, value=spikes.value - offset, offset=offset)
 
     hooks = [sites[n].register_forward_hook(lambda m, args, out, n=n: correct(n, args, out)) for n in names]
     device = next(model.parameters()).device

@@ -116,9 +116,9 @@ def load(model: nn.Module, directory: str | os.PathLike, mode: str = "fused") ->
     neurons = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("neurons.")}
     taus = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("tau.")}
     offsets = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("offset.")}
-    if set(offsets) - set(stored):
-        raise CheckpointError(f"{directory / TENSORS_FILE} has bias offsets for sites it does not list: "
-                              f"{sorted(set(offsets) - set(stored))[:6]}")
+    unlisted = sorted(set(offsets) - set(stored))
+    if unlisted:
+        raise CheckpointError(f"{directory / TENSORS_FILE} has bias offsets for sites it does not list: {unlisted[:6]}")
     if config.bias_correction and not offsets and any(site_type(n) in LINEAR_INPUT_SITE_TYPES for n in stored):
         raise CheckpointError(f"{directory / TENSORS_FILE} has no bias offsets, but its recipe in {CONFIG_FILE} "
                               "is bias-corrected")
