@@ -1,5 +1,6 @@
 """Speed of SmolLM2-135M conversion and execution, as ratios measured in one run: the conversion against
-one plain ANN forward over the same number of calibration tokens; fused and timestep forwards (energy
+one plain ANN forward over the same number of calibration tokens (the converted model in ``ann`` mode, and a
+freshly loaded unconverted model beside it); fused and timestep forwards (energy
 meter off and on) against the ANN at T = 6, 8, 10; how far the fp32 timestep logits are from the fused.
     python bench/speed.py [--device cpu] [--calibration-tokens 16384] [--tokens 2048] [--conversion-only]
 ``--conversion-only`` measures the conversion rows alone (written as ``speed_conversion``).
@@ -57,6 +58,20 @@ def plain_forward_time(model, tokenizer, tokens: int, batch: int, device: str) -
 
 
 @torch.no_grad()
+def unconverted_forward_time(tokenizer, tokens: int, batch: int, device: str) -> float:
+    """The same forward on a freshly loaded, unconverted model (transformers' own attention, no online
+    transform): what a user's plain run costs."""
+    base, _, _ = load_base_model("smollm2-135m", device)
+    windows = eval_windows(tokenizer, tokens).to(device)
+    base(windows[:1, :64])
+    t0 = time.perf_counter()
+    for chunk in windows.split(batch):
+        base(chunk)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
 def timestep_agreement(model, window) -> dict[str, float]:
     """fp32: the timestep logits against the fused ones on one window (relative norm, top-1 agreement)."""
     with model.spiking.use(mode="fused", meter=None):
@@ -95,6 +110,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _, save_s = timed(slm.save, model, tmp)
     plain = plain_forward_time(model, tokenizer, args.calibration_tokens, config.batch_size, args.device)
+    unconverted = unconverted_forward_time(tokenizer, args.calibration_tokens, config.batch_size, args.device)
     fit = config.fit
     steps = fit.total_steps
     sites = len(state.site_names)
@@ -109,6 +125,8 @@ def main() -> None:
         {"quantity": f"plain ANN forward over the {args.calibration_tokens} calibration tokens (s)", "value": plain},
         {"quantity": "conversion / plain forward (target <= 1.3)", "value": conversion / plain},
         {"quantity": "calibrate / plain forward", "value": state.fit["calibrate_s"] / plain},
+        {"quantity": "the same forward on the unconverted model (s)", "value": unconverted},
+        {"quantity": "conversion / unconverted model's forward", "value": conversion / unconverted},
         {"quantity": "fit / conversion (target <= 0.25)", "value": state.fit["fit_s"] / conversion},
         {"quantity": "fit throughput (site-sample-steps / s)",
          "value": sites * fit.batch_samples * steps / state.fit["fit_s"]},

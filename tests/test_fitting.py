@@ -120,6 +120,19 @@ def test_reservoir_stays_uniform_over_a_stream_of_large_tensors():
     assert float(res.values[:500].mean()) == pytest.approx(float(res.values.mean()), abs=2.5)   # key order
 
 
+def test_reservoir_tracks_the_kth_key_of_everything_offered():
+    """The k-th smallest key is never drawn, only its law followed (w x Beta(k, c) per merge): after N values
+    it is about k / N on average, whether the batches come whole or as thinned position draws."""
+    for rows, expected_values in ((50, 25 * 200), (2000, 25 * 400)):   # whole; 8000 > 4 x capacity: 400 draws
+        ratios = []
+        for seed in range(40):
+            res = SiteReservoir("s", capacity=100, channels=4, seed=seed)
+            for _ in range(25):
+                res.add(torch.rand(rows, 4) + 0.1)
+            ratios.append(res.worst * (expected_values + 1) / 100)
+        assert sum(ratios) / len(ratios) == pytest.approx(1.0, abs=0.06)
+
+
 def test_reservoir_samples_only_kept_rows_uniformly():
     """With a mask of kept rows (the outlier tokens left out) every sampled value comes from a kept row and
     the kept rows are drawn alike, whether a batch is sampled whole or by position (above 4 x capacity)."""

@@ -57,7 +57,8 @@ class OutlierFilter:
     def observe(self, x: torch.Tensor) -> None:
         if self.eta is None or self.keep is None:
             return
-        token_max = x.detach().abs().amax(-1)
+        x = x.detach()
+        token_max = torch.maximum(x.amax(-1), -x.amin(-1))     # max|x| without an |x| copy of x
         if token_max.shape != self.keep.shape:
             return
         outliers = token_max > self.eta * token_max.median().clamp_min(1e-12)
@@ -65,6 +66,39 @@ class OutlierFilter:
         if bool(new.any()):
             self.left_out += int(new.sum())
             self.keep = self.keep & ~outliers
+
+
+@dataclass
+class MapSampler:
+    """A softmax site's reservoir fed by the blocked attention, which never holds the whole map: the reservoir
+    draws its positions before the blocks run and takes their values after, as :meth:`SiteReservoir.add` would
+    take them from the dense map (same draws, same rows left out)."""
+
+    reservoir: SiteReservoir
+    outliers: OutlierFilter
+    _pending: tuple | None = None
+
+    def positions(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        positions = self.reservoir.draw(shape.numel(), device)
+        self._pending = (shape, positions)
+        return torch.arange(shape.numel(), device=device) if positions is None else positions
+
+    def record(self, values: torch.Tensor, row_max: torch.Tensor) -> None:
+        shape, positions = self._pending
+        self._pending = None
+        _, heads, length, keys_per_row = shape
+        keep = self.outliers.keep
+        if keep is None or bool(keep.all()) or tuple(keep.shape) != (shape[0], length):
+            self.reservoir.observe_max(row_max.amax().reshape(1))
+            self.reservoir.offer(values, positions)
+            self.reservoir.seen += shape.numel()
+            return
+        keep = keep.to(values.device)
+        self.reservoir.observe_max(torch.where(keep[:, None, :], row_max, row_max.new_zeros(())).amax().reshape(1))
+        flat = torch.arange(shape.numel(), device=values.device) if positions is None else positions
+        kept = keep[flat // (heads * length * keys_per_row), (flat // keys_per_row) % length]
+        self.reservoir.offer(values, positions, kept)
+        self.reservoir.seen += int(keep.sum()) * heads * keys_per_row
 
 
 @dataclass
@@ -87,10 +121,14 @@ def record_activations(model: nn.Module, windows: torch.Tensor, site_names: list
     outliers = OutlierFilter(outlier_eta)
     hooks = [site.register_forward_hook(lambda m, args, out: outliers.observe(args[0]))
              for name, site in sites.items() if site_type(name) == "down_in"] if outlier_eta is not None else []
+    maps = {name: MapSampler(reservoir, outliers) for name, reservoir in reservoirs.items()
+            if site_type(name) == "softmax"}
     hooks += [sites[name].register_forward_hook(
         lambda m, args, out, r=reservoir: r.add(args[0], recorded_rows(args[0], outliers.keep)))
-        for name, reservoir in reservoirs.items()]
+        for name, reservoir in reservoirs.items() if name not in maps]
     device = next(model.parameters()).device
+    for name, sampler in maps.items():
+        sites[name].map_recorder = sampler
     try:
         with runtime_of(model).use(mode="analog", meter=None):
             batches = list(windows.split(batch_size))
@@ -103,4 +141,6 @@ def record_activations(model: nn.Module, windows: torch.Tensor, site_names: list
     finally:
         for hook in hooks:
             hook.remove()
+        for name in maps:
+            sites[name].map_recorder = None
     return Recording(reservoirs, outliers.left_out if outlier_eta is not None else None)

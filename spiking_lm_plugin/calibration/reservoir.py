@@ -1,13 +1,19 @@
 """Bounded-memory sampling of activations while the calibration forward runs.
 
-Bottom-k sampling: every streamed value gets a uniform random key and the ``capacity`` values with the
-smallest keys are kept, which is a uniform sample without replacement of everything seen so far. Only
-values whose key beats the current k-th key are ever gathered, so a huge tensor (a softmax map) costs
-a few reductions, one random draw per candidate and a k-th value search; nothing of the tensor's size is
-copied but a strided view made contiguous (q / k / v after the head transpose).
+Bottom-k sampling without its selection. Bottom-k gives every streamed value a uniform random key and keeps
+the ``capacity`` values with the smallest keys: a uniform sample without replacement of everything seen so far.
+The keys never need to exist: given the k-th smallest key w of what is kept, the other kept keys are iid
+uniform below w, so a new value can only win with probability w (a thinning), and among the k - 1 + c values
+below w after c winners arrive (the value holding w drops out) the k smallest are a uniformly random k-subset,
+with the new k-th key w x Beta(k, c). Keeping the sample in random order makes the value holding w any one of
+them (the last) and any prefix of the sample a uniform sample too. A batch is a few reductions, one binomial
+draw, a gather of the candidates and one random permutation: no sort or k-th value search, and nothing of a
+huge tensor's (a softmax map's) size copied but a strided view made contiguous (q / k / v after the transpose).
 """
 
 from __future__ import annotations
+
+import random
 
 import torch
 
@@ -23,23 +29,11 @@ def _channel_extremes(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tenso
     return torch.maximum(x.amax(dim=dims), -x.amin(dim=dims))
 
 
-def _smallest(keys: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` smallest keys below 2 (2 marks a value that may not win), in no particular order:
-    a k-th value search is several times cheaper than a sorted top-k; ties at the k-th key fall back to it."""
-    valid = keys < 2.0
-    if int(valid.sum()) <= k:
-        return valid.nonzero().squeeze(1)
-    chosen = (keys <= torch.kthvalue(keys, k).values).nonzero().squeeze(1)
-    if chosen.numel() != k:
-        chosen = torch.topk(keys, k, largest=False, sorted=False).indices
-    return chosen
-
-
 class SiteReservoir:
     """At most ``capacity`` raw nonzero values of one site, their channel ids, and per-channel max|x|.
 
     Exact zeros are not sampled (they are coded exactly by every neuron; most are masked attention).
-    ``values`` / ``channel_ids`` are read in key order, so any prefix of them is itself a uniform sample.
+    ``values`` / ``channel_ids`` are in random order, so any prefix of them is itself a uniform sample.
     """
 
     def __init__(self, name: str, capacity: int, channels: int, seed: int = 0) -> None:
@@ -48,33 +42,22 @@ class SiteReservoir:
         self.name = name
         self.capacity = capacity
         self.channels = channels
-        self._values = torch.empty(0)
-        self._channel_ids = torch.empty(0, dtype=torch.long)
-        self._keys = torch.empty(0)
-        self._in_key_order = True
+        self.values = torch.empty(0)
+        self.channel_ids = torch.empty(0, dtype=torch.long)
+        #: the k-th smallest key of the values kept (1 until the reservoir is full)
+        self.worst = 1.0
         self.channel_max = torch.zeros(channels)
         self.seen = 0
         self._gen = torch.Generator().manual_seed(seed)
+        self._beta = random.Random(seed)
 
     @property
     def filled(self) -> int:
-        return self._values.numel()
-
-    def _key_order(self) -> None:
-        if not self._in_key_order:
-            self._keys, order = torch.sort(self._keys)
-            self._values, self._channel_ids = self._values[order], self._channel_ids[order]
-            self._in_key_order = True
+        return self.values.numel()
 
     @property
-    def values(self) -> torch.Tensor:
-        self._key_order()
-        return self._values
-
-    @property
-    def channel_ids(self) -> torch.Tensor:
-        self._key_order()
-        return self._channel_ids
+    def full(self) -> bool:
+        return self.filled >= self.capacity
 
     @torch.no_grad()
     def add(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> None:
@@ -83,50 +66,62 @@ class SiteReservoir:
         if x.shape[-1] != self.channels:
             raise ValueError(f"site {self.name}: expected {self.channels} channels, got {x.shape[-1]}")
         x = x.detach()
-        batch_max = _channel_extremes(x, rows)
-        if not bool(torch.isfinite(batch_max).all()):
-            bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"site {self.name}: {bad} non-finite activations (NaN/Inf) in calibration; "
-                             "check the model dtype (fp16 overflow?) and the input text")
-        self.channel_max = torch.maximum(self.channel_max, batch_max.float().cpu())
-        numel = x.numel()
+        self.observe_max(_channel_extremes(x, rows), x)
         flat = x.reshape(-1)
-        full = self.filled >= self.capacity
-        worst = float(self._keys.max()) if full else 1.0
-        if numel > 4 * self.capacity:
-            # a large tensor: a uniform draw of 4x capacity positions stands for it (batches of one site have
-            # equal size, so the pooled sample stays uniform over the stream). Once the reservoir is full only
-            # keys below its worst key can win, so only those draws are made: Binomial(4 capacity, worst) of
-            # them, keys uniform below it, the same law as drawing all and discarding the losers
-            draws = 4 * self.capacity
-            if full:
-                draws = int(torch.binomial(torch.tensor(float(draws)), torch.tensor(worst), generator=self._gen))
-            positions = torch.randint(0, numel, (draws,), generator=self._gen).to(flat.device)
-            candidates = flat[positions]
-            keys = (torch.rand(draws, generator=self._gen) * worst).to(flat.device)
-        else:
-            positions, candidates = None, flat
-            keys = torch.rand(numel, generator=self._gen).to(flat.device)
-        dropped = candidates == 0                               # zeros never win
+        positions = self.draw(flat.numel(), flat.device)
+        kept = None
         if rows is not None:
             row_kept = rows.reshape(-1)
-            dropped |= ~(row_kept if positions is None else row_kept[positions // self.channels]).repeat_interleave(
-                self.channels if positions is None else 1)
-        if full:
-            dropped |= keys >= worst
-        keys = keys.masked_fill(dropped, 2.0)
-        chosen = _smallest(keys, self.capacity)
-        if chosen.numel():
-            source = chosen if positions is None else positions[chosen]
-            merged_keys = torch.cat([self._keys, keys[chosen].cpu()])
-            merged_values = torch.cat([self._values, candidates[chosen].float().cpu()])
-            merged_channels = torch.cat([self._channel_ids, (source % self.channels).cpu()])
-            if merged_keys.numel() > self.capacity:
-                kept = _smallest(merged_keys, self.capacity)
-                merged_keys, merged_values, merged_channels = merged_keys[kept], merged_values[kept], merged_channels[kept]
-            self._keys, self._values, self._channel_ids = merged_keys, merged_values, merged_channels
-            self._in_key_order = False
-        self.seen += numel if rows is None else int(rows.sum()) * self.channels
+            kept = row_kept.repeat_interleave(self.channels) if positions is None else row_kept[positions // self.channels]
+        self.offer(flat if positions is None else flat[positions], positions, kept)
+        self.seen += flat.numel() if rows is None else int(rows.sum()) * self.channels
+
+    def observe_max(self, batch_max: torch.Tensor, x: torch.Tensor | None = None) -> None:
+        """Fold one batch's per-channel max|x| into the maxima (one line of error on NaN / Inf)."""
+        if not bool(torch.isfinite(batch_max).all()):
+            bad = "" if x is None else f"{int((~torch.isfinite(x)).sum())} "
+            raise ValueError(f"site {self.name}: {bad}non-finite activations (NaN/Inf) in calibration; "
+                             "check the model dtype (fp16 overflow?) and the input text")
+        self.channel_max = torch.maximum(self.channel_max, batch_max.float().cpu())
+
+    def draw(self, numel: int, device: torch.device) -> torch.Tensor | None:
+        """The flat positions to offer of a batch of ``numel`` values; None: every value, in order.
+
+        A large tensor (above 4x capacity) is stood for by a uniform draw of 4x capacity positions (batches of one
+        site have equal size, so the pooled sample stays uniform over the stream); once the reservoir is full
+        only the draws whose key would beat w are made: Binomial(4 capacity, w) of them."""
+        if numel <= 4 * self.capacity:
+            return None
+        draws = 4 * self.capacity
+        if self.full:
+            draws = int(torch.binomial(torch.tensor(float(draws)), torch.tensor(self.worst), generator=self._gen))
+        return torch.randint(0, numel, (draws,), generator=self._gen).to(device)
+
+    def offer(self, candidates: torch.Tensor, positions: torch.Tensor | None, kept: torch.Tensor | None = None) -> None:
+        """Merge the values at :meth:`draw`'s positions (``kept``: False for values of rows not to record)."""
+        valid = candidates != 0                                  # zeros never win
+        if kept is not None:
+            valid &= kept
+        if positions is None and self.full:                       # a whole tensor: each value beats w with chance w
+            valid &= torch.rand(candidates.numel(), generator=self._gen).to(valid.device) < self.worst
+        chosen = valid.nonzero().squeeze(1)
+        arrived = chosen.numel()
+        if not arrived:
+            return
+        source = chosen if positions is None else positions[chosen]
+        new_values = candidates[chosen].float().cpu()
+        new_channels = (source % self.channels).cpu()
+        k, values, channels, was_full = self.capacity, self.values, self.channel_ids, self.full
+        if was_full:                                              # the value holding w drops out
+            values, channels = values[:-1], channels[:-1]
+        pool = values.numel() + arrived
+        order = torch.randperm(pool, generator=self._gen)[:k]
+        self.values = torch.cat([values, new_values])[order]
+        self.channel_ids = torch.cat([channels, new_channels])[order]
+        if was_full:                                              # the k-th of k - 1 + c uniforms below w
+            self.worst *= self._beta.betavariate(k, arrived)
+        elif pool >= k:                                           # the k-th of pool uniforms
+            self.worst = self._beta.betavariate(k, pool - k + 1)
 
     def normalized(self, per_channel: bool, headroom: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(|x| / tau, tau): tau = headroom x (per-channel max|x| or the tensor's max|x|); values above tau

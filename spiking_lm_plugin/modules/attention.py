@@ -27,6 +27,7 @@ from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, che
 from ..runtime import SpikingRuntime
 from .attention_mass import lost_mass_term
 from .block import SpikingBlock
+from .blocked_attention import blocked_attention, key_widths, record_whole
 from .linear import HeldSpikes, SpikeFedLinear
 from .site import SpikeSite, clock_steps
 from .spike_ops import nonlinearity_of_accumulated, product, product_accumulated
@@ -43,6 +44,11 @@ def grouped_matmul(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tenso
     *lead, heads, rows, inner = a.shape
     stacked = a.reshape(*lead, heads // groups, groups * rows, inner)
     return torch.matmul(stacked, b).reshape(*lead, heads, rows, b.shape[-1])
+
+
+def _observed(site: nn.Module) -> bool:
+    """Whether hooks on the site expect to see the whole map."""
+    return bool(site._forward_hooks or site._forward_pre_hooks)
 
 
 def allowed_pairs(mask: torch.Tensor | None, q_len: int, k_len: int, device) -> torch.Tensor:
@@ -68,6 +74,13 @@ class ForwardMask:
     allowed: torch.Tensor
     additive: torch.Tensor
     counts: PairCounts | None
+    _widths: list[int] | None = None
+
+    def key_widths(self) -> list[int]:
+        """Per block of query rows, the leading keys any row of it may read (blocked analog attention)."""
+        if self._widths is None:
+            self._widths = key_widths(self.allowed)
+        return self._widths
 
     @staticmethod
     def key_of(attention_mask, q: torch.Tensor, bsz: int, q_len: int, k_len: int, tokens,
@@ -198,13 +211,26 @@ class SpikingAttention(SpikingBlock):
         def capped(scores: torch.Tensor) -> torch.Tensor:   # Gemma-2: cap * tanh(scores / cap), analog
             return scores if not softcap else torch.tanh(scores / softcap) * softcap
 
+        def softmax(masked: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+            return torch.softmax(masked, dim=-1, dtype=torch.promote_types(dtype, torch.float32)).to(dtype)
+
+        groups = self.groups
+        softmax_site = self.sites["softmax"]
+        if not need and not (self.runtime.spiking and softmax_site.ready) and not _observed(softmax_site):
+            # an analog map nobody needs whole: a block of queries at a time, the masked keys skipped
+            out = blocked_attention(qs.value, ks.value, vs.value, scaling, additive, mask.key_widths(),
+                                    lambda scores, part: softmax(capped(scores).add_(part), scores.dtype),
+                                    lambda a, b: grouped_matmul(a, b, groups), softmax_site.map_recorder)
+            if self.last_layer:
+                self.runtime.attention_mask_memo = None
+            return out.transpose(1, 2).contiguous()
+
         def normalize(scores: torch.Tensor, fresh: bool = False) -> torch.Tensor:
             # a fresh map takes the mask in place: a map of a long window is one fresh allocation fewer,
             # and above glibc's mmap threshold every fresh one is page-faulted in again
             scores = capped(scores)
             masked = scores.add_(additive) if fresh or softcap else scores + additive
-            return torch.softmax(masked, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(scores.dtype)
-        groups = self.groups
+            return softmax(masked, scores.dtype)
         qk = lambda a, b: grouped_matmul(a, b.transpose(-1, -2), groups)  # noqa: E731
         pv = lambda a, b: grouped_matmul(a, b, groups)  # noqa: E731
         # masked entries of the map are not neurons: the softmax site's slots are the allowed entries
@@ -219,8 +245,9 @@ class SpikingAttention(SpikingBlock):
             probs = nonlinearity_of_accumulated(normalize, scores).sum(0).to(q.dtype)
         else:
             probs = normalize(product(qs, ks, qk, timestep=False).mul_(scaling), fresh=True)
+        if softmax_site.map_recorder is not None:
+            record_whole(softmax_site.map_recorder, probs)
         map_rows = None if query_rows is None else query_rows[..., None]     # [B, 1, L, 1]: the counted queries
-        softmax_site = self.sites["softmax"]
         if metering and not timestep and self.runtime.spiking and softmax_site.ready:
             # the P V count from the softmax kernel itself: its spikes weighted by V's spikes per key
             v_rows = None if vs.analog else value_rows(vs.frames, counted)

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..neurons.kernels import site_code, site_code_weighted, site_frames, site_value
 from ..runtime import SpikingRuntime
+from .blocked_attention import MapRecorder
 from ..sites import MASK_EXEMPT_SITE_TYPES, site_type
 
 
@@ -61,6 +62,8 @@ class SpikeSite(nn.Module):
         self.runtime = runtime
         self.levels = 2
         self.max_spikes: int | None = None
+        #: a softmax site's watcher of its analog map, which the blocked attention never materializes whole
+        self.map_recorder: MapRecorder | None = None
         for key in ("d", "theta", "h", "tau", "offset"):
             self.register_buffer(key, torch.empty(0), persistent=False)
         self.register_buffer("v0", torch.zeros(()), persistent=False)

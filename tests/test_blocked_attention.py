@@ -1,0 +1,84 @@
+"""The analog softmax map computed a block of queries at a time: the same outputs and the same calibration
+samples as the whole map (docs/DESIGN.md, "Calibration")."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from spiking_lm_plugin.calibration import record_activations
+from spiking_lm_plugin.model_surgery import attach, spiking_sites
+from spiking_lm_plugin.modules.blocked_attention import QUERY_BLOCK, key_widths
+from spiking_lm_plugin.prefix import install_prefix
+
+from .helpers import random_windows, tiny_model
+
+LENGTH = 2 * QUERY_BLOCK + 44          # three blocks, the last one short
+
+
+@contextlib.contextmanager
+def whole_maps(model):
+    """A hook on every softmax site: the attention must then build the whole map (the dense path)."""
+    hooks = [site.register_forward_hook(lambda m, a, o: None)
+             for name, site in spiking_sites(model).items() if name.endswith("softmax")]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def analog_model(arch: str = "llama", dtype=torch.float64):
+    model = tiny_model(arch).to(dtype)
+    attach(model)
+    install_prefix(model, [3])
+    model.spiking.set_mode("analog")
+    return model
+
+
+def test_key_widths_skip_only_what_every_row_of_a_block_masks():
+    keys = LENGTH + 1                                             # a prefix key in front
+    causal = torch.arange(keys)[None, :] <= torch.arange(1, keys)[:, None]
+    assert key_widths(causal[None, None]) == [QUERY_BLOCK + 1, 2 * QUERY_BLOCK + 1, keys]
+    padded = causal.clone()[None, None].repeat(2, 1, 1, 1)
+    padded[1, 0, 5] = False                                       # one fully masked row: its block reads every key
+    assert key_widths(padded) == [keys, 2 * QUERY_BLOCK + 1, keys]
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral"])   # mistral: a sliding window, not a plain causal mask
+def test_blocked_analog_attention_equals_the_whole_map(arch):
+    model = analog_model(arch)
+    windows = random_windows(256, n=2, length=LENGTH, seed=4)
+    mask = torch.ones_like(windows)
+    mask[1, :7] = 0                                               # a left-padded row
+    with torch.no_grad():
+        blocked = model(windows, attention_mask=mask).logits
+        with whole_maps(model):
+            whole = model(windows, attention_mask=mask).logits
+    kept = mask.bool()
+    assert torch.allclose(blocked[kept], whole[kept], rtol=0, atol=1e-12)
+
+
+def test_calibration_samples_the_map_as_the_whole_map_would():
+    """The softmax reservoirs fed from the blocks hold the values the whole map would have given them, from
+    the same draws, with the same rows left out (an outlier threshold low enough to leave some out)."""
+    model = analog_model()
+    windows = random_windows(256, n=4, length=LENGTH, seed=5)
+    names = list(spiking_sites(model))
+    runs = []
+    for context in (contextlib.nullcontext(), whole_maps(model)):
+        with context:
+            runs.append(record_activations(model, windows, names, capacity=512, batch_size=2, show_progress=False,
+                                           outlier_eta=1.5))
+    blocked, whole = runs
+    assert blocked.outlier_tokens_left_out == whole.outlier_tokens_left_out > 0
+    maps = [name for name in names if name.endswith("softmax")]
+    for name in maps:
+        a, b = blocked.reservoirs[name], whole.reservoirs[name]
+        assert a.seen == b.seen > 0 and a.filled == b.filled == 512, name
+        assert torch.equal(a.channel_ids, b.channel_ids)
+        assert torch.allclose(a.values, b.values, rtol=1e-6, atol=0)     # float64 maps, float32 samples
+        assert torch.allclose(a.channel_max, b.channel_max, rtol=1e-6)
+    assert min(blocked.reservoirs[name].seen for name in maps) < 4 * 4 * LENGTH * (LENGTH + 1)   # rows left out
