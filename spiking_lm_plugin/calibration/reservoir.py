@@ -108,10 +108,18 @@ class SiteReservoir:
         arrived = chosen.numel()
         if not arrived:
             return
+        k = self.capacity
+        if positions is not None and not self.filled:
+            # iid draws into an empty reservoir: the first k winners are a uniform k-subset in random order
+            first = chosen[:k]
+            self.values, self.channel_ids = candidates[first].float().cpu(), (positions[first] % self.channels).cpu()
+            if arrived >= k:
+                self.worst = self._beta.betavariate(k, arrived - k + 1)
+            return
         source = chosen if positions is None else positions[chosen]
         new_values = candidates[chosen].float().cpu()
         new_channels = (source % self.channels).cpu()
-        k, values, channels, was_full = self.capacity, self.values, self.channel_ids, self.full
+        values, channels, was_full = self.values, self.channel_ids, self.full
         if was_full:                                              # the value holding w drops out
             values, channels = values[:-1], channels[:-1]
         pool = values.numel() + arrived
