@@ -45,27 +45,20 @@ def forward_time(model, windows, mode: str, metered: bool = False, repeats: int 
 
 
 @torch.no_grad()
-def plain_forward_time(model, tokenizer, tokens: int, batch: int, device: str) -> float:
-    """One ANN forward (logits included) over ``tokens`` held-out tokens in calibration-sized batches."""
-    windows = eval_windows(tokenizer, tokens).to(device)
-    with model.spiking.use(mode="ann", meter=None):
-        model(windows[:1, :64])
-        t0 = time.perf_counter()
-        for chunk in windows.split(batch):
-            model(chunk)
-        _sync(device)
-    return time.perf_counter() - t0
-
-
-@torch.no_grad()
-def unconverted_forward_time(base, windows, batch: int, device: str) -> float:
-    """The same forward on the unconverted model (transformers' own attention, no online transform)."""
-    base(windows[:1, :64])
+def batched_forward_time(model, windows, batch: int, device: str) -> float:
+    """One forward (logits included) over ``windows`` in calibration-sized batches, after a short warm-up."""
+    model(windows[:1, :64])
     t0 = time.perf_counter()
     for chunk in windows.split(batch):
-        base(chunk)
+        model(chunk)
     _sync(device)
     return time.perf_counter() - t0
+
+
+def plain_forward_time(model, tokenizer, tokens: int, batch: int, device: str) -> float:
+    """The converted model's ``ann`` mode over ``tokens`` held-out tokens."""
+    with model.spiking.use(mode="ann", meter=None):
+        return batched_forward_time(model, eval_windows(tokenizer, tokens).to(device), batch, device)
 
 
 @torch.no_grad()
@@ -106,9 +99,9 @@ def main() -> None:
     # this machine's speed drifts within minutes: the unconverted model's forward brackets the conversion
     base, _, _ = load_base_model("smollm2-135m", args.device)
     held_out = eval_windows(tokenizer, args.calibration_tokens).to(args.device)
-    before = unconverted_forward_time(base, held_out, config.batch_size, args.device)
+    before = batched_forward_time(base, held_out, config.batch_size, args.device)
     state = slm.convert(model, config, tokenizer=tokenizer, show_progress=False)
-    after = unconverted_forward_time(base, held_out, config.batch_size, args.device)
+    after = batched_forward_time(base, held_out, config.batch_size, args.device)
     del base
     with tempfile.TemporaryDirectory() as tmp:
         _, save_s = timed(slm.save, model, tmp)
