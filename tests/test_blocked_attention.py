@@ -1,5 +1,5 @@
 """The analog softmax map computed a block of queries at a time: the same outputs and the same calibration
-samples as the whole map (docs/DESIGN.md, "Calibration")."""
+samples as the whole map (docs/DESIGN.md, "Fitting")."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ def grouped_matmul(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tenso
 
 
 def _observed(site: nn.Module) -> bool:
-    """Whether hooks on the site expect to see the whole map."""
+    """Whether hooks on the site expect to see the whole map (nn.Module keeps no public view of its hooks)."""
     return bool(site._forward_hooks or site._forward_pre_hooks)
 
 

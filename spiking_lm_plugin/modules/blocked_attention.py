@@ -1,5 +1,5 @@
 """softmax(Q K^T s + M) V with an analog softmax map, a block of queries at a time (docs/DESIGN.md,
-"Calibration").
+"Fitting": the calibration forward).
 
 When the map is not spiked (``ann`` / ``analog`` modes, calibration, the prefix search, a recipe that leaves the
 softmax site out) nothing needs the whole [B, H, L, S] map at once. Each block of query rows reads only the
