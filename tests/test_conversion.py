@@ -55,8 +55,9 @@ def test_fused_and_timestep_agree_on_logits_and_counts(arch):
     spikes_t = {k: v.spikes for k, v in meters["timestep"].sites.items()}
     assert abs(sum(spikes_f.values()) - sum(spikes_t.values())) <= 1e-3 * sum(spikes_f.values())
     # per site: a flip in one layer moves the next layers' inputs by an ulp too (llama after one layer-0
-    # o_in flip: up to 1.8e-3 of a layer-1 site's spikes; the float64 test below has none)
-    assert all(abs(spikes_f[k] - spikes_t[k]) <= max(3, 2.5e-3 * spikes_f[k]) for k in spikes_f), (spikes_f, spikes_t)
+    # o_in flip: up to 1.8e-3 of a layer-1 site's spikes; qwen2 after layer-0 up / down_in flips, with another
+    # calibration draw: 2.6e-3 at layer 1's down_in; the float64 test below has none)
+    assert all(abs(spikes_f[k] - spikes_t[k]) <= max(3, 5e-3 * spikes_f[k]) for k in spikes_f), (spikes_f, spikes_t)
     # every site fired and was counted: full coverage, both gate-product operands included
     expected = {f"layers.{i}.{s}" for i in range(2) for s in LAYER_SITE_TYPES} | {"head_in"}
     assert set(f["site_firing_rate"]) == expected
