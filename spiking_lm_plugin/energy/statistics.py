@@ -242,13 +242,24 @@ def values_op(kind: str, p_frames, v_frames, allowed: torch.Tensor | PairCounts,
               timesteps: int | None, counted: CountedPositions | None = None) -> ValuesOp:
     """P V. Frames: P [T, B, H, L, S] (zero where masked), V [T, B, Hkv, S, D] (not repeated; None when V
     is analog); ``allowed``, ``counted``: as in :func:`scores_op`."""
-    p_frames, v_frames = one_clock(p_frames, v_frames)
     mask = _pair_counts(allowed, heads, counted, v_frames if v_frames is not None else p_frames)
     if timesteps is None:
         return ValuesOp(kind, head_dim, None, mask.pairs, full_pairs=mask.full)
-    rows = None if mask.counted is None else mask.counted[0]
+    columns = value_columns(p_frames, None if mask.counted is None else mask.counted[0])
+    return values_from_columns(kind, columns, v_frames, mask, head_dim, timesteps)
+
+
+def value_columns(p_frames: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """P's spikes per step and key column over the counted query ``rows`` [B, L] (None: all): [T, B, H, S]
+    float32. Additive over blocks of query rows, so a map run a block at a time sums its blocks' columns."""
     # softmax outputs are >= 0: the frames are their magnitudes (no |.| copy of T maps)
-    p_columns = (p_frames if rows is None else p_frames * rows[None, :, None, :, None]).sum(-2, dtype=torch.float32)
+    return (p_frames if rows is None else p_frames * rows[None, :, None, :, None]).sum(-2, dtype=torch.float32)
+
+
+def values_from_columns(kind: str, p_columns: torch.Tensor, v_frames: torch.Tensor | None, mask: PairCounts,
+                        head_dim: int, timesteps: int) -> ValuesOp:
+    """P V from P's :func:`value_columns` and V's frames (None: analog), on one clock."""
+    p_columns, v_frames = one_clock(p_columns, v_frames)
     v_rows = None if v_frames is None else value_rows(v_frames, mask.counted)
     p_spikes, both = call_compiled("value_products", _value_products, p_columns, v_rows)
     return values_from_sums(kind, p_spikes, both, v_rows, mask, head_dim, timesteps, p_columns.shape[1])

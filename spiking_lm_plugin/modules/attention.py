@@ -20,16 +20,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..energy import (NonlinearOp, TokensSeen, query_head_weights, scores_op, softmax_op, value_rows, values_from_sums,
-                      values_op)
+from ..energy import (NonlinearOp, TokensSeen, query_head_weights, scores_op, softmax_op, value_columns, value_rows,
+                      values_from_columns, values_from_sums, values_op)
 from ..energy.statistics import CountedPositions, PairCounts
 from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask
 from ..runtime import SpikingRuntime
 from .attention_mass import lost_mass_term
 from .block import SpikingBlock
-from .blocked_attention import blocked_attention, key_widths, record_whole
+from .blocked_attention import blocked_attention, key_widths, query_blocks, record_whole
 from .linear import HeldSpikes, SpikeFedLinear
-from .site import SpikeSite, clock_steps
+from .site import SpikeSite, Spikes, clock_steps
 from .spike_ops import nonlinearity_of_accumulated, product, product_accumulated
 
 #: the projections reading the attention input, per family (Phi-3 fuses them)
@@ -225,51 +225,95 @@ class SpikingAttention(SpikingBlock):
                 self.runtime.attention_mask_memo = None
             return out.transpose(1, 2).contiguous()
 
-        def normalize(scores: torch.Tensor, fresh: bool = False) -> torch.Tensor:
-            # a fresh map takes the mask in place: a map of a long window is one fresh allocation fewer,
-            # and above glibc's mmap threshold every fresh one is page-faulted in again
+        def normalize(scores: torch.Tensor, part: torch.Tensor, fresh: bool = False) -> torch.Tensor:
+            # a fresh map takes the mask in place: one allocation fewer per block
             scores = capped(scores)
-            masked = scores.add_(additive) if fresh or softcap else scores + additive
+            masked = scores.add_(part) if fresh or softcap else scores + part
             return softmax(masked, scores.dtype)
         qk = lambda a, b: grouped_matmul(a, b.transpose(-1, -2), groups)  # noqa: E731
         pv = lambda a, b: grouped_matmul(a, b, groups)  # noqa: E731
         # masked entries of the map are not neurons: the softmax site's slots are the allowed entries
         pairs = mask.counts
-        entries = pairs.pairs if metering else None
         if metering:
             self._emit(scores_op("qk", qs.frames, ks.frames, pairs, self.num_heads, self.head_dim,
                                  None if qs.analog else clock_steps(qs, ks)))
             self._emit(softmax_op(pairs, self.num_heads))
-        if timestep and not qs.analog:   # the scaling goes on the query steps, not on T maps
-            scores = product_accumulated(qs, ks, lambda a, b: qk(a * scaling, b))
-            probs = nonlinearity_of_accumulated(normalize, scores).sum(0).to(q.dtype)
-        else:
-            probs = normalize(product(qs, ks, qk, timestep=False).mul_(scaling), fresh=True)
-        if softmax_site.map_recorder is not None:
-            record_whole(softmax_site.map_recorder, probs)
-        map_rows = None if query_rows is None else query_rows[..., None]     # [B, 1, L, 1]: the counted queries
-        if metering and not timestep and self.runtime.spiking and softmax_site.ready:
-            # the P V count from the softmax kernel itself: its spikes weighted by V's spikes per key
+        recorder = softmax_site.map_recorder
+        if q.is_meta or recorder is not None or _observed(softmax_site):
+            blocks = [(0, q_len, k_len)]    # hooks and recorders see the whole map
+        else:   # every op below is local to a query row: a block of rows at a time, the masked keys skipped
+            blocks = query_blocks(mask.key_widths(), q_len)
+        map_spiking = self.runtime.spiking and softmax_site.ready
+        # metered fused: the P V count from the softmax kernel itself, its spikes weighted by V's spikes per key
+        weighted = metering and not timestep and map_spiking
+        v_rows = weights = None
+        if weighted:
             v_rows = None if vs.analog else value_rows(vs.frames, counted)
-            weights = probs.new_zeros((softmax_site.timesteps, bsz, self.num_heads, k_len), dtype=torch.float32) \
+            weights = q.new_zeros((softmax_site.timesteps, bsz, self.num_heads, k_len), dtype=torch.float32) \
                 if v_rows is None else query_head_weights(v_rows, self.num_heads, softmax_site.timesteps)
-            ps = self._site_weighted("softmax", probs, weights, entries, rows=map_rows)
-            self._emit(values_from_sums("pv", ps.events, ps.weighted, v_rows, pairs, self.head_dim,
-                                        clock_steps(ps, vs), bsz))
-        else:
-            ps = self._site("softmax", probs.unsqueeze(-1), need, entries, rows=map_rows).squeeze_last()
-            if metering:
-                self._emit(values_op("pv", ps.frames, vs.frames, pairs, self.num_heads, self.head_dim,
-                                     None if ps.analog else clock_steps(ps, vs)))
-        out = product(ps, vs, pv, timestep)
-        if self.runtime.mass_correction and not ps.analog and not q.is_meta:
-            out = out + lost_mass_term(ps.value, vs.value, allowed, pv)
-        if metering and self.runtime.mass_correction and not ps.analog:
+        tally = _MapTally(metering and map_spiking and not weighted, (bsz, self.num_heads, k_len))
+        outputs = []
+        for start, stop, width in blocks:
+            q_rows, k_rows, v_keys = qs.rows(start, stop), ks.rows(0, width), vs.rows(0, width)
+            part = additive[..., start:stop, :width]
+            if timestep and not qs.analog:   # the scaling goes on the query steps, not on T maps
+                scores = product_accumulated(q_rows, k_rows, lambda a, b: qk(a * scaling, b))
+                probs = nonlinearity_of_accumulated(lambda x: normalize(x, part), scores).sum(0).to(q.dtype)
+            else:
+                probs = normalize(product(q_rows, k_rows, qk, timestep=False).mul_(scaling), part, fresh=True)
+            if recorder is not None:
+                record_whole(recorder, probs)
+            counted_rows = None if query_rows is None else query_rows[..., start:stop, None]   # [B, 1, l, 1]
+            if weighted:
+                ps = softmax_site.code_weighted(probs, weights[..., :width], rows=counted_rows)
+            else:
+                ps = softmax_site(probs.unsqueeze(-1), need_frames=need, rows=counted_rows).squeeze_last()
+            tally.add(ps, None if counted is None else counted[0][:, start:stop], width)
+            out = product(ps, v_keys, pv, timestep)
+            if self.runtime.mass_correction and not ps.analog and not q.is_meta:
+                out = out + lost_mass_term(ps.value, v_keys.value, allowed[..., start:stop, :width], pv)
+            outputs.append(out)
+        out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+        if metering:
+            steps = None if not map_spiking else clock_steps(ps, vs)
+            if map_spiking:
+                self._report_fired("softmax", tally.events, pairs.pairs)
+            if weighted:
+                self._emit(values_from_sums("pv", tally.events, tally.weighted, v_rows, pairs, self.head_dim,
+                                            steps, bsz))
+            elif map_spiking:
+                self._emit(values_from_columns("pv", tally.columns, vs.frames, pairs, self.head_dim, steps))
+            else:
+                self._emit(values_op("pv", None, vs.frames, pairs, self.num_heads, self.head_dim, None))
+        if metering and self.runtime.mass_correction and map_spiking:
             outputs = (bsz * q_len if counted is None else counted[0].sum()) * self.num_heads * self.head_dim
             self._emit(NonlinearOp("mass_correction", outputs))
         if self.last_layer:
             self.runtime.attention_mask_memo = None
         return out.transpose(1, 2).contiguous()
+
+
+class _MapTally:
+    """The softmax map's spike statistics summed over the blocks of query rows: its spike count, the spikes
+    weighted by V's (metered fused) and, when ``columns``, its spikes per step and key column (metered
+    timestep: the P V count's input)."""
+
+    def __init__(self, columns: bool, shape: tuple[int, int, int]) -> None:
+        self.events: torch.Tensor | None = None
+        self.weighted: torch.Tensor | None = None
+        self.columns: torch.Tensor | None = None
+        self._shape = shape if columns else None          # [B, H, S] of the whole map
+
+    def add(self, ps: Spikes, rows: torch.Tensor | None, width: int) -> None:
+        if ps.events is not None:
+            self.events = ps.events if self.events is None else self.events + ps.events
+        if ps.weighted is not None:
+            self.weighted = ps.weighted if self.weighted is None else self.weighted + ps.weighted
+        if self._shape is not None and ps.frames is not None:
+            part = value_columns(ps.frames, rows)
+            if self.columns is None:
+                self.columns = part.new_zeros((part.shape[0],) + self._shape)
+            self.columns[..., :width] += part
 
 
 def spiking_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

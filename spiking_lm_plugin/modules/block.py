@@ -77,9 +77,13 @@ class SpikingBlock(MeteredModule):
 
     def _fired(self, name: str, spikes: Spikes, elements) -> Spikes:
         if self.metering and not spikes.analog:
-            site = self.sites[name]
-            self._emit(SiteFired(site.name, site.masked, spikes.events, elements * spikes.d.numel()))
+            self._report_fired(name, spikes.events, elements)
         return spikes
+
+    def _report_fired(self, name: str, events: Count, elements: Count) -> None:
+        """Site ``name`` sent ``events`` spikes from ``elements`` counted neurons (each with T slots)."""
+        site = self.sites[name]
+        self._emit(SiteFired(site.name, site.masked, events, elements * site.timesteps))
 
     def _linear(self, proj: nn.Linear, spikes: Spikes, kind: str, tokens: Count) -> torch.Tensor:
         self._emit_linear(proj, spikes, kind, tokens)

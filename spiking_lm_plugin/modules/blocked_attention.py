@@ -1,14 +1,15 @@
-"""softmax(Q K^T s + M) V with an analog softmax map, a block of queries at a time (docs/DESIGN.md,
-"Fitting": the calibration forward).
+"""softmax(Q K^T s + M) V a block of queries at a time (docs/DESIGN.md, "Fitting" and "Two executions, one
+function").
 
-When the map is not spiked (``ann`` / ``analog`` modes, calibration, the prefix search, a recipe that leaves the
-softmax site out) nothing needs the whole [B, H, L, S] map at once. Each block of query rows reads only the
-leading keys any of its rows may attend to (under a causal mask about half of the map is never computed), and
-its scores, softmax and P V stay small enough for the cache. The values are the dense path's: the keys a block
-skips are masked for every row of it, so they would add exp(-inf) = 0 to every row sum.
+Every op after the q, k and v sites is local to a query row, so nothing needs the whole [B, H, L, S] map at
+once. Each block of query rows reads only the leading keys any of its rows may attend to (under a causal
+mask about half of the map is never computed), and its scores, softmax and P V stay small enough for the
+cache. The values are the whole map's: the keys a block skips are masked for every row of it, so they would
+add exp(-inf) = 0 to every row sum. :func:`blocked_attention` is the analog map's loop; the spiking
+executions run theirs in the attention module with the same :func:`query_blocks`.
 
-A calibration reservoir still samples the map: a :class:`MapRecorder` names the flat positions of the whole
-map it wants before the forward, and gets their values and every row's maximum afterwards.
+A calibration reservoir still samples the analog map: a :class:`MapRecorder` names the flat positions of the
+whole map it wants before the forward, and gets their values and every row's maximum afterwards.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def key_widths(allowed: torch.Tensor, block: int = QUERY_BLOCK) -> list[int]:
     if pad:
         widths = torch.cat([widths, widths.new_ones(pad)])
     return widths.view(-1, block).amax(-1).tolist()
+
+
+def query_blocks(widths: list[int], length: int, block: int = QUERY_BLOCK) -> list[tuple[int, int, int]]:
+    """(first row, end row, keys read) of each block of ``length`` query rows, ``widths`` from :func:`key_widths`."""
+    return [(start, min(length, start + block), widths[n]) for n, start in enumerate(range(0, length, block))]
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,7 @@ def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling
     picked = None if picks is None else q.new_zeros(picks.flat.numel())
     row_max = []
     outputs = []
-    for n, start in enumerate(range(0, length, block)):
-        stop, width = min(length, start + block), widths[n]
+    for n, (start, stop, width) in enumerate(query_blocks(widths, length, block)):
         scores = matmul(q[:, :, start:stop], k[:, :, :width].transpose(-1, -2)).mul_(scaling)
         probs = normalize(scores, additive[..., start:stop, :width])
         if picks is not None:

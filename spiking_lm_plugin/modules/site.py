@@ -40,6 +40,14 @@ class Spikes:
         shape = (-1,) + (1,) * (self.frames.ndim - 1)
         return self.frames.to(dtype) * (self.d.to(dtype).view(shape) * self.tau.to(dtype))
 
+    def rows(self, start: int, stop: int) -> "Spikes":
+        """Rows ``start:stop`` of the second-to-last dim (query rows, or keys) of the value and the frames, as
+        views: what a block of the attention reads."""
+        if start == 0 and stop >= self.value.shape[-2]:
+            return self
+        frames = None if self.frames is None else self.frames[..., start:stop, :]
+        return Spikes(self.value[..., start:stop, :], frames, self.d, self.tau, offset=self.offset)
+
     def squeeze_last(self) -> "Spikes":
         """Drop a trailing channel dim of size 1 (the softmax map is one channel), as views."""
         frames = None if self.frames is None else self.frames.squeeze(-1)
