@@ -6,6 +6,8 @@ import json
 import math
 import os
 import platform
+import shlex
+import statistics
 import sys
 import time
 from datetime import date
@@ -16,6 +18,7 @@ import torch
 from spiking_lm_plugin.assets import text_documents
 from spiking_lm_plugin.calibration import token_windows
 from spiking_lm_plugin.conversion import build_state, fit, install, tune_layers
+from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.layerwise import mean_token_nll
 from spiking_lm_plugin.loading import load_base_model
 
@@ -61,6 +64,38 @@ def fit_and_measure(model, calib, config, windows, layerwise: bool = False):
         return perplexity(model, windows), state
 
 
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def one_forward(model, windows, mode: str, metered: bool = False) -> float:
+    """Seconds of one forward over ``windows`` in ``mode`` (the meter's summary read, as metering needs)."""
+    meter = EnergyMeter() if metered else None
+    with model.spiking.use(mode=mode, meter=meter):
+        sync(str(windows.device))
+        t0 = time.perf_counter()
+        model(windows)
+        if meter is not None:
+            meter.summary()          # reading the counts is part of metering
+        sync(str(windows.device))
+    return time.perf_counter() - t0
+
+
+def interleaved_medians(model, variants: dict[str, tuple], rounds: int) -> dict[str, float]:
+    """Median seconds per forward of each variant ``name -> (windows, mode, metered)``: one warm-up each
+    (which compiles the kernels for that shape), then ``rounds`` rounds running every variant in turn, so
+    the machine's drift within minutes falls on all of them alike."""
+    for windows, mode, metered in variants.values():
+        one_forward(model, windows, mode, metered)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, (windows, mode, metered) in variants.items():
+            times[name].append(one_forward(model, windows, mode, metered))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -70,7 +105,7 @@ def timed(fn, *args, **kwargs):
 def write(name: str, rows: list[dict], meta: dict, quiet: bool = False) -> None:
     """JSON next to a markdown table, both printed and saved under bench/results/."""
     OUT.mkdir(parents=True, exist_ok=True)
-    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+    meta = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
             "date": date.today().isoformat(), **meta}
     (OUT / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
     cols = list(rows[0])

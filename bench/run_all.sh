@@ -9,6 +9,7 @@ $PY bench/ablation.py
 $PY bench/accuracy.py
 $PY bench/fit_throughput.py
 $PY bench/speed.py
+$PY bench/blocked_attention.py
 $PY bench/energy.py
 $PY bench/energy_baseline.py
 $PY bench/spike_budget.py

@@ -16,32 +16,9 @@ import time
 import torch
 
 import spiking_lm_plugin as slm
-from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.loading import load_base_model
 
-from _common import eval_windows, timed, write
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-@torch.no_grad()
-def forward_time(model, windows, mode: str, metered: bool = False, repeats: int = 1) -> float:
-    """Seconds per forward over ``windows`` in ``mode`` after one warm-up of the same shape (which compiles
-    the kernels for it: a batch of 1 and of 4 are different specializations)."""
-    meter = EnergyMeter() if metered else None
-    with model.spiking.use(mode=mode, meter=meter):
-        model(windows)
-        _sync(str(windows.device))
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            model(windows)
-        if meter is not None:
-            meter.summary()          # reading the counts is part of metering
-        _sync(str(windows.device))
-    return (time.perf_counter() - t0) / repeats
+from _common import eval_windows, interleaved_medians, sync, timed, write
 
 
 @torch.no_grad()
@@ -51,7 +28,7 @@ def batched_forward_time(model, windows, batch: int, device: str) -> float:
     t0 = time.perf_counter()
     for chunk in windows.split(batch):
         model(chunk)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0
 
 
@@ -72,19 +49,19 @@ def timestep_agreement(model, window) -> dict[str, float]:
             "top1": float((stepped.argmax(-1) == fused.argmax(-1)).float().mean())}
 
 
-def ratios(model, windows, timesteps: int, label: str) -> list[dict]:
-    """Forward times against the ANN on the same tokens (the timestep mode runs one window, scaled)."""
-    ann = forward_time(model, windows, "ann", repeats=2)
+def ratios(model, windows, timesteps: int, label: str, rounds: int = 3) -> list[dict]:
+    """Forward times against the ANN on the same tokens, interleaved medians (the timestep mode runs one
+    window, against the ANN on that window)."""
     one = windows[:1]
-    ann_one = forward_time(model, one, "ann", repeats=2)
-    rows = [{"quantity": f"T = {timesteps}{label}: fused / ANN forward", "value": forward_time(model, windows, "fused", repeats=2) / ann},
-            {"quantity": f"T = {timesteps}{label}: fused metered / ANN forward",
-             "value": forward_time(model, windows, "fused", metered=True, repeats=2) / ann},
-            {"quantity": f"T = {timesteps}{label}: timestep / ANN forward (target <= T)",
-             "value": forward_time(model, one, "timestep") / ann_one},
-            {"quantity": f"T = {timesteps}{label}: timestep metered / ANN forward",
-             "value": forward_time(model, one, "timestep", metered=True) / ann_one}]
-    return rows
+    t = interleaved_medians(model, {"ann": (windows, "ann", False), "fused": (windows, "fused", False),
+                                    "fused metered": (windows, "fused", True), "ann one": (one, "ann", False),
+                                    "timestep": (one, "timestep", False),
+                                    "timestep metered": (one, "timestep", True)}, rounds)
+    name = f"T = {timesteps}{label}"
+    return [{"quantity": f"{name}: fused / ANN forward", "value": t["fused"] / t["ann"]},
+            {"quantity": f"{name}: fused metered / ANN forward", "value": t["fused metered"] / t["ann"]},
+            {"quantity": f"{name}: timestep / ANN forward (target <= T)", "value": t["timestep"] / t["ann one"]},
+            {"quantity": f"{name}: timestep metered / ANN forward", "value": t["timestep metered"] / t["ann one"]}]
 
 
 def main() -> None:
@@ -133,7 +110,8 @@ def main() -> None:
         return
     windows = eval_windows(tokenizer, args.tokens).to(args.device)
     agreement = timestep_agreement(model, windows[:1])
-    rows.append({"quantity": f"ANN forward, {windows.numel()} tokens (s)", "value": forward_time(model, windows, "ann", repeats=2)})
+    ann = interleaved_medians(model, {"ann": (windows, "ann", False)}, 2)["ann"]
+    rows.append({"quantity": f"ANN forward, {windows.numel()} tokens (s)", "value": ann})
     rows += ratios(model, windows, 8, "")
     rows += [{"quantity": "T = 8 fp32: timestep vs fused logits, relative norm", "value": agreement["rel"]},
              {"quantity": "T = 8 fp32: timestep vs fused top-1 agreement", "value": agreement["top1"]}]

@@ -13,24 +13,13 @@ import spiking_lm_plugin as slm
 from spiking_lm_plugin.calibration import record_activations
 from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.model_surgery import attach, spiking_sites
+from spiking_lm_plugin.modules.attention import whole_maps
 from spiking_lm_plugin.modules.blocked_attention import QUERY_BLOCK, key_widths
 from spiking_lm_plugin.prefix import install_prefix
 
 from .helpers import random_windows, tiny_config, tiny_model
 
 LENGTH = 2 * QUERY_BLOCK + 44          # three blocks, the last one short
-
-
-@contextlib.contextmanager
-def whole_maps(model):
-    """A hook on every softmax site: the attention must then build the whole map (the dense path)."""
-    hooks = [site.register_forward_hook(lambda m, a, o: None)
-             for name, site in spiking_sites(model).items() if name.endswith("softmax")]
-    try:
-        yield
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
 def analog_model(arch: str = "llama", dtype=torch.float64):

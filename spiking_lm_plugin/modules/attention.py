@@ -14,8 +14,9 @@ exact. The KV cache holds the analog k and v; they are spiked on read, so both e
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -49,6 +50,19 @@ def grouped_matmul(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tenso
 def _observed(site: nn.Module) -> bool:
     """Whether hooks on the site expect to see the whole map (nn.Module keeps no public view of its hooks)."""
     return bool(site._forward_hooks or site._forward_pre_hooks)
+
+
+@contextmanager
+def whole_maps(model: nn.Module) -> Iterator[None]:
+    """Within the block, attention builds every softmax map whole instead of a block of query rows at a time
+    (a no-op hook on each softmax site asks for it): the path to compare the blocks against."""
+    hooks = [m.register_forward_hook(lambda module, args, out: None) for m in model.modules()
+             if isinstance(m, SpikeSite) and m.name.endswith("softmax")]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def allowed_pairs(mask: torch.Tensor | None, q_len: int, k_len: int, device) -> torch.Tensor:
