@@ -54,8 +54,8 @@ def _observed(site: nn.Module) -> bool:
 
 @contextmanager
 def whole_maps(model: nn.Module) -> Iterator[None]:
-    """Within the block, attention builds every softmax map whole instead of a block of query rows at a time
-    (a no-op hook on each softmax site asks for it): the path to compare the blocks against."""
+    """While open, attention builds every softmax map whole instead of a block of query rows at a time (a
+    no-op hook on each softmax site asks for it): the path to compare the blocks against."""
     hooks = [m.register_forward_hook(lambda module, args, out: None) for m in model.modules()
              if isinstance(m, SpikeSite) and m.name.endswith("softmax")]
     try:
