@@ -1,7 +1,7 @@
 """lm-eval throughput on SmolLM2-135M: `hf` vs `spiking-hf` fused (energy meter on and off) vs timestep,
 and fused on weight-quantized checkpoints (``--quantized``: each checkpoint's torchao W8 / W4 recipe), as
 ratios measured in one run on the same documents.
-    python bench/lm_eval_throughput.py --checkpoint DIR [--quantized DIR ...] [--docs 4] [--repeats 3]
+    python bench/lm_eval_throughput.py --checkpoint DIR [--quantized DIR ...] [--docs 4] [--repeats 3] [--task T]
 
 Every variant is loaded and warmed up first; then the variants run in turn, ``--repeats`` rounds, and each
 row is the median of its rounds (these machines' speed drifts by tens of percent within minutes, so one
@@ -29,11 +29,11 @@ from _common import OUT, write
 TASK = "spiking_enwiki_ppl_short"
 
 
-def run(lm, docs: int) -> tuple[float, float]:
+def run(lm, docs: int, task: str = TASK) -> tuple[float, float]:
     t0 = time.perf_counter()
-    out = lm_eval.simple_evaluate(model=lm, tasks=[TASK], limit=docs,
+    out = lm_eval.simple_evaluate(model=lm, tasks=[task], limit=docs,
                                   task_manager=TaskManager(include_path=str(tasks_dir())))
-    return time.perf_counter() - t0, out["results"][TASK]["word_perplexity,none"]
+    return time.perf_counter() - t0, out["results"][task]["word_perplexity,none"]
 
 
 def main() -> None:
@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--quantized", nargs="*", default=[], help="weight-quantized checkpoints (fused rows)")
     parser.add_argument("--docs", type=int, default=4)
+    parser.add_argument("--task", default=TASK, help="a word-perplexity task (spiking_enwiki_ppl: whole documents, "
+                                                     "long windows)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds over all variants; each row is its median")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--variants", nargs="*", default=None,
@@ -65,17 +67,17 @@ def main() -> None:
     models = {}
     for label, make in chosen:
         models[label] = make()
-        run(models[label], 1)                       # warm-up: kernel compilation, caches
+        run(models[label], 1, args.task)            # warm-up: kernel compilation, caches
     times: dict[str, list[float]] = {label: [] for label in models}
     perplexities = {}
     for _ in range(args.repeats):                   # interleaved, so a drift of the machine hits every variant
         for label, lm in models.items():
-            seconds, perplexities[label] = run(lm, args.docs)
+            seconds, perplexities[label] = run(lm, args.docs, args.task)
             times[label].append(seconds)
             print(label, round(seconds, 2), flush=True)
     rows = [{"model": label, "seconds": statistics.median(times[label]), "word ppl": perplexities[label],
              "runs (s)": " / ".join(f"{t:.1f}" for t in times[label])} for label in models]
-    meta = {"task": TASK, "docs": args.docs, "repeats": args.repeats}
+    meta = {"task": args.task, "docs": args.docs, "repeats": args.repeats}
     previous = OUT / "lm_eval_throughput.json"
     if args.variants and previous.is_file():   # keep the other rows, each with the ratio of its own run
         fresh = {r["model"] for r in rows}
