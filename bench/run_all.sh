@@ -8,6 +8,7 @@ $PY bench/quality.py --timesteps 6 8 10 --eval-tokens 4096
 $PY bench/ablation.py
 $PY bench/accuracy.py
 $PY bench/fit_throughput.py
+$PY bench/bases.py
 $PY bench/speed.py
 $PY bench/blocked_attention.py
 $PY bench/energy.py
