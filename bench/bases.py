@@ -19,6 +19,7 @@ import torch
 import spiking_lm_plugin as slm
 from spiking_lm_plugin.conversion import calibrate
 from spiking_lm_plugin.fitting import FitConfig, fit_neurons
+from spiking_lm_plugin.fitting.objective import site_mse, site_scale
 from spiking_lm_plugin.neurons import NeuronBank, NeuronSpec
 from spiking_lm_plugin.neurons.dynamics import encode_frames
 
@@ -34,8 +35,7 @@ def free_weights_loss(bank: NeuronBank, u: torch.Tensor) -> float:
     gram = spikes.transpose(1, 2) @ spikes
     gram = gram + 1e-9 * torch.eye(gram.shape[-1], dtype=gram.dtype)         # a step that never fires
     d = torch.linalg.solve(gram, spikes.transpose(1, 2) @ u.double().unsqueeze(-1))
-    err = (spikes @ d).squeeze(-1).float() - u
-    return float((err.pow(2).mean(1) / u.pow(2).mean(1)).mean())
+    return float(site_mse((spikes @ d).squeeze(-1).float(), u, site_scale(u, relative=True)).mean())
 
 
 def main() -> None:

@@ -13,10 +13,9 @@ import argparse
 import torch
 
 import spiking_lm_plugin as slm
-from spiking_lm_plugin.loading import load_base_model
 from spiking_lm_plugin.modules.attention import whole_maps
 
-from _common import eval_windows, interleaved_medians, write
+from _common import eval_windows, interleaved_medians, load, write
 
 
 def rows_for(model, windows: torch.Tensor, executions: list[tuple[str, str, bool]], rounds: int) -> list[dict]:
@@ -40,7 +39,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    model, tokenizer, _ = load_base_model("smollm2-135m", args.device)
+    model, tokenizer = load(device=args.device)
     slm.convert(model, slm.SpikingConfig(calibration_tokens=2048), tokenizer=tokenizer, show_progress=False)
     fused = [("fused", "fused", False), ("fused metered", "fused", True)]
     timestep = [("timestep", "timestep", False), ("timestep metered", "timestep", True)]

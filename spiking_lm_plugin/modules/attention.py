@@ -26,6 +26,7 @@ from ..energy import (NonlinearOp, TokensSeen, query_head_weights, scores_op, so
 from ..energy.statistics import CountedPositions, PairCounts
 from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask
 from ..runtime import SpikingRuntime
+from ..sites import site_type
 from .attention_mass import lost_mass_term
 from .block import SpikingBlock
 from .blocked_attention import blocked_attention, key_widths, query_blocks, record_whole
@@ -57,7 +58,7 @@ def whole_maps(model: nn.Module) -> Iterator[None]:
     """While open, attention builds every softmax map whole instead of a block of query rows at a time (a
     no-op hook on each softmax site asks for it): the path to compare the blocks against."""
     hooks = [m.register_forward_hook(lambda module, args, out: None) for m in model.modules()
-             if isinstance(m, SpikeSite) and m.name.endswith("softmax")]
+             if isinstance(m, SpikeSite) and site_type(m.name) == "softmax"]
     try:
         yield
     finally:
