@@ -64,6 +64,14 @@ def fit_and_measure(model, calib, config, windows, layerwise: bool = False):
         return perplexity(model, windows), state
 
 
+def energy(model, sample: torch.Tensor) -> tuple[float, float]:
+    """(AC count, energy in mJ per token, our convention) of the fused model on one sample."""
+    meter = EnergyMeter()
+    with torch.no_grad(), model.spiking.use(mode="fused", meter=meter):
+        model(sample)
+    return meter.ac, meter.energy_j() * 1e3 / sample.numel()
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()

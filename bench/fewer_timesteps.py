@@ -20,23 +20,12 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import torch
-
 import spiking_lm_plugin as slm
 from spiking_lm_plugin.conversion import build_state, calibrate, correct_biases, fit, install
-from spiking_lm_plugin.energy import EnergyMeter
 from spiking_lm_plugin.model_surgery import spiking_sites
 from spiking_lm_plugin.sites import site_type
 
-from _common import held_out_texts, load, perplexity, write
-
-
-def energy(model, sample: torch.Tensor) -> tuple[float, float]:
-    """(AC count, energy in mJ per token, our convention) of the fused model on one sample."""
-    meter = EnergyMeter()
-    with torch.no_grad(), model.spiking.use(mode="fused", meter=meter):
-        model(sample)
-    return meter.ac, meter.energy_j() * 1e3 / sample.numel()
+from _common import energy, held_out_texts, load, perplexity, write
 
 
 def fitted_state(model, calib, config):

@@ -21,6 +21,7 @@ $PY bench/lm_eval_throughput.py --checkpoint bench/results/ckpt-t8
 $PY bench/scale.py
 $PY bench/seed_spread.py
 $PY bench/calibration_spread.py
+$PY bench/long_windows.py
 $PY bench/transform_fallback.py
 $PY bench/architectures.py
 $PY bench/startup.py

@@ -37,6 +37,10 @@ class SpikingConfig:
             saturate; held-out text exceeds a calibration maximum). 1.0 is the paper's tau = max; "auto" is
             1.5 for T >= 8 and 1.0 below, where the resolution it costs matters more.
         headroom_sites: the site types that get the headroom.
+        rope_pair_tau: with per-channel tau, the two channels of each RoPE pair at q and k share one tau (the
+            larger calibration maximum): the rotary embedding moves a pair's norm between its channels as the
+            position grows, so text longer than the calibration windows does not clip the channel that
+            looked small (docs/DESIGN.md, "Outliers").
         rotation: "none", "online" (an exact orthogonal transform of the down_proj input folded into
             down_proj's weight, so that site is coded where its outliers are spread out) or "full" (also
             the residual stream rotated, RMSNorm weights folded).
@@ -68,7 +72,8 @@ class SpikingConfig:
             without it).
         mass_correction: give the attention output the mass the softmax neurons round away: each row's
             1 - sum of its spiked probabilities times the mean spiked value over the keys it may attend to
-            (at low T most entries of a row code as 0; docs/DESIGN.md, "Attention mass correction").
+            (at low T, and in rows longer than the calibration windows, many entries code as 0; docs/DESIGN.md,
+            "Attention mass correction"). An evaluation can switch it (``spiking-hf`` ``mass_correction=``).
         bias_correction: after fitting, measure each linear-feeding site's mean coding error per channel on
             calibration windows (the spiking model, in network order) and give it back as a bias of the linear
             it feeds (docs/DESIGN.md, "Bias correction").
@@ -87,6 +92,7 @@ class SpikingConfig:
     tau: str = "channel"
     tau_headroom: Any = "auto"
     headroom_sites: tuple[str, ...] = HEADROOM_SITE_TYPES
+    rope_pair_tau: bool = True
     rotation: str = "online"
     online_transform: str = "auto"
     prefix: Any = "auto"
@@ -104,7 +110,7 @@ class SpikingConfig:
     layerwise: LayerwiseConfig | None = None
     spike_mask: int | None = None
     mask_in_fit: bool = False
-    mass_correction: bool = False
+    mass_correction: bool = True
     bias_correction: bool = False
     weight_bits: int = 16
     weight_group_size: Any = None
@@ -224,6 +230,7 @@ class SpikingConfig:
         data.setdefault("exclude_outlier_tokens", False)    # nor did they leave outlier tokens out
         data.setdefault("mass_correction", False)
         data.setdefault("bias_correction", False)
+        data.setdefault("rope_pair_tau", False)    # checkpoints before it calibrated each channel on its own
         data["headroom_sites"] = tuple(data.get("headroom_sites", HEADROOM_SITE_TYPES))
         if isinstance(data.get("allocation"), list):
             data["allocation"] = tuple(data["allocation"])

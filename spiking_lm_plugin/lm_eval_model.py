@@ -89,6 +89,18 @@ def _spike_mask(value: Any) -> int | None:
     return k or None
 
 
+def _switch(name: str, value: Any) -> bool:
+    """A true/false model_arg (lm-eval passes ``name=true`` as a string or a bool)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "on", "yes"):
+        return True
+    if text in ("false", "0", "off", "no", "none"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 _UNSET: Any = object()
 
 
@@ -130,7 +142,8 @@ def _check_weight_bits(given: Any, meta: dict, checkpoint: str) -> None:
 @register_model("spiking-hf")
 class SpikingHFLM(HFLM):
     """HFLM plus ``spiking=<checkpoint dir>|none``, ``mode=fused|timestep|analog``, ``spike_mask=K|0``
-    (the early-spike mask: the checkpoint's recipe unless given), ``weight_bits=16|8|4`` and
+    (the early-spike mask: the checkpoint's recipe unless given), ``mass_correction=true|false`` (the
+    attention mass correction: the checkpoint's recipe unless given), ``weight_bits=16|8|4`` and
     ``weight_group_size=`` (the ANN's weight recipe with ``spiking=none``; a checkpoint's must match it),
     ``energy_convention=ours|paper`` and energy
     constants (``e_mac``/``e_ac``/``e_rw``/``e_neuron`` in pJ, ``read_write``; unset ones keep
@@ -138,7 +151,7 @@ class SpikingHFLM(HFLM):
 
     def __init__(self, pretrained: Any = "smollm2-135m", spiking: str | None = None, mode: str = "fused",
                  e_mac: float | None = None, e_ac: float | None = None, read_write: bool | None = None,
-                 e_rw: float | None = None, energy: bool = True, spike_mask: Any = _UNSET,
+                 e_rw: float | None = None, energy: bool = True, spike_mask: Any = _UNSET, mass_correction: Any = _UNSET,
                  e_neuron: float | None = None, energy_convention: str = "ours", weight_bits: Any = None,
                  weight_group_size: Any = None, **kwargs: Any) -> None:
         try:
@@ -146,6 +159,7 @@ class SpikingHFLM(HFLM):
                 raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
             weights = _weight_recipe(weight_bits, weight_group_size)
             mask = _UNSET if spike_mask is _UNSET else _spike_mask(spike_mask)
+            mass = _UNSET if mass_correction is _UNSET else _switch("mass_correction", mass_correction)
             costs = cost_model(energy_convention)
             self.spiking_checkpoint = None if _is_none(spiking) else str(spiking)
             if isinstance(pretrained, str):
@@ -168,6 +182,8 @@ class SpikingHFLM(HFLM):
             self.spiking_mode = mode
             if mask is not _UNSET:
                 model.spiking.spike_mask = mask
+            if mass is not _UNSET:
+                model.spiking.mass_correction = mass
         else:
             attach(model).set_mode("ann")
             if weights is not _UNSET:
@@ -227,6 +243,7 @@ class SpikingHFLM(HFLM):
         report = self.meter.summary()
         report["mode"] = self.spiking_mode
         report["spike_mask"] = self._model.spiking.spike_mask
+        report["mass_correction"] = self._model.spiking.mass_correction
         report["checkpoint"] = self.spiking_checkpoint
         return report
 

@@ -103,6 +103,9 @@ RECIPE_FLAGS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--tau-headroom",), "tau_headroom", {
         "type": _parse_headroom, "help": "tau = headroom x the calibration maximum at the sites where held-out "
         "values above it dominated the error; 1 = the paper's tau = max; auto = 1.5 for T >= 8, else 1"}),
+    (("--no-rope-pair-tau",), "rope_pair_tau", {
+        "action": "store_false", "help": "calibrate each q/k channel's tau on its own instead of one tau per RoPE "
+        "pair (the pair's norm moves between its channels with the position: longer text clips the small one)"}),
     (("--rotation",), "rotation", {"choices": ["none", "online", "full"], "help": "online: exact Hadamard "
         "transform of the down_proj input, folded into its weight; full: also rotate the residual stream"}),
     (("--online-transform",), "online_transform", {
@@ -140,9 +143,10 @@ RECIPE_FLAGS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--mask-in-fit",), "mask_in_fit", {"action": "store_true", "help": "with --spike-mask, fit the neurons "
         "with the mask inside their dynamics (their thresholds learn that only K spikes come) instead of "
         "masking neurons fitted without it"}),
-    (("--mass-correction",), "mass_correction", {"action": "store_true", "help": "give each attention row "
-        "the mass its softmax neurons round away (1 - the spiked row's sum, times the mean spiked value of the "
-        "keys it may attend to); matters most at T <= 6"}),
+    (("--no-mass-correction",), "mass_correction", {"action": "store_false", "help": "leave out the attention "
+        "mass correction (on by default: each attention row gets the mass its softmax neurons round away, 1 - the "
+        "spiked row's sum, times the mean spiked value of the keys it may attend to; it matters most at T <= 6 "
+        "and on windows longer than the calibration's)"}),
     (("--spike-penalty",), "fit.spike_penalty", {"type": float, "help": "lambda of the energy-aware fit: "
         "coding error + lambda x each site's fan-out-weighted firing rate (0 = the paper's objective)"}),
     (("--weight-bits",), "weight_bits", {"type": int, "choices": [16, 8, 4], "help": "quantize the decoder "

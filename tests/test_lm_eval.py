@@ -89,6 +89,25 @@ def test_the_spike_mask_model_arg_evaluates_one_checkpoint_with_fewer_spikes(tmp
     assert energy["firing_rate"] < plain["firing_rate"]
 
 
+def test_the_mass_correction_model_arg_switches_it_for_one_evaluation(tmp_path, tiny_model_dir, tiny_checkpoint,
+                                                                      spiking_run):
+    """The checkpoint's recipe has the mass correction on (the default); ``mass_correction=false`` evaluates the
+    same neurons without it: another perplexity, its MACs gone from the energy report."""
+    plain, proc = lm_eval(tmp_path, "spiking-hf",
+                          f"pretrained={tiny_model_dir},spiking={tiny_checkpoint},mass_correction=false",
+                          "spiking_enwiki_ppl_short,spiking_enwiki_cloze")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    off, on = plain["config"]["spiking"], spiking_run[0]["config"]["spiking"]
+    assert on["mass_correction"] is True and off["mass_correction"] is False
+    assert off["tokens"] == on["tokens"] and off["mac"] < on["mac"]
+    metric = "word_perplexity,none"
+    assert plain["results"]["spiking_enwiki_ppl_short"][metric] != \
+        spiking_run[0]["results"]["spiking_enwiki_ppl_short"][metric]
+    _, bad = lm_eval(tmp_path, "spiking-hf", f"pretrained={tiny_model_dir},spiking={tiny_checkpoint},"
+                     "mass_correction=maybe", "spiking_enwiki_ppl_short")
+    assert bad.returncode != 0 and "mass_correction must be true or false" in bad.stderr
+
+
 @pytest.mark.parametrize("kind", ["missing", "not-a-checkpoint", "other-base", "truncated", "bad-mode"])
 def test_bad_checkpoints_fail_with_one_clear_line(tmp_path, tiny_model_dir, tiny_checkpoint, kind):
     mode = "fused"

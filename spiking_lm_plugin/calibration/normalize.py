@@ -24,7 +24,7 @@ def normalized_samples(reservoirs: dict[str, SiteReservoir], config: SpikingConf
         per_channel = config.tau == "channel" and site_type(name) in PER_CHANNEL_SITE_TYPES
         site_headroom = config.headroom_at(config.timesteps_of(name))     # "auto" follows the site's own T
         headroom = site_headroom if site_type(name) in config.headroom_sites else 1.0
-        u, tau = res.normalized(per_channel, headroom)
+        u, tau = res.normalized(per_channel, headroom, config.rope_pair_tau)
         if u.numel() >= n:
             u = u[:n]
         else:

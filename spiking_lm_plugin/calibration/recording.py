@@ -116,7 +116,7 @@ def record_activations(model: nn.Module, windows: torch.Tensor, site_names: list
                        outlier_eta: float | None = None) -> Recording:
     """Run the analog model over ``windows`` (behind the prefix) and sample every named site."""
     sites = spiking_sites(model)
-    reservoirs = {name: SiteReservoir(name, capacity, sites[name].channels, seed + i)
+    reservoirs = {name: SiteReservoir(name, capacity, sites[name].channels, seed + i, sites[name].rotary_dim)
                   for i, name in enumerate(site_names)}
     outliers = OutlierFilter(outlier_eta)
     hooks = [site.register_forward_hook(lambda m, args, out: outliers.observe(args[0]))

@@ -17,6 +17,8 @@ import random
 
 import torch
 
+from ..rope_pairs import tie_rotary_pairs
+
 
 def _channel_extremes(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
     """Per-channel max|x| over the recorded rows: max(amax, -amin), two plain reductions (|x| would be a
@@ -36,12 +38,14 @@ class SiteReservoir:
     ``values`` / ``channel_ids`` are in random order, so any prefix of them is itself a uniform sample.
     """
 
-    def __init__(self, name: str, capacity: int, channels: int, seed: int = 0) -> None:
+    def __init__(self, name: str, capacity: int, channels: int, seed: int = 0, rotary_dim: int = 0) -> None:
         if capacity < 1:
             raise ValueError(f"reservoir capacity must be >= 1, got {capacity}")
         self.name = name
         self.capacity = capacity
         self.channels = channels
+        #: the channels a rotary embedding turned before the site (``rope_pairs.rotary_dim``; 0: none)
+        self.rotary_dim = rotary_dim
         self.values = torch.empty(0)
         self.channel_ids = torch.empty(0, dtype=torch.long)
         #: the k-th smallest key of the values kept (1 until the reservoir is full)
@@ -131,16 +135,19 @@ class SiteReservoir:
         elif pool >= k:                                           # the k-th of pool uniforms
             self.worst = self._beta.betavariate(k, pool - k + 1)
 
-    def normalized(self, per_channel: bool, headroom: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def normalized(self, per_channel: bool, headroom: float = 1.0, rope_pairs: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """(|x| / tau, tau): tau = headroom x (per-channel max|x| or the tensor's max|x|); values above tau
-        saturate, so ``headroom > 1`` leaves room for values larger than any seen in calibration."""
+        saturate, so ``headroom > 1`` leaves room for values larger than any seen in calibration.
+        ``rope_pairs``: per channel, the two channels of each RoPE pair share the larger maximum."""
         if self.filled == 0:
             raise ValueError(f"site {self.name}: no nonzero activations were recorded during calibration")
         if headroom < 1.0:
             raise ValueError(f"tau headroom must be >= 1, got {headroom}")
         floor = torch.finfo(torch.float32).tiny
         if per_channel:
-            tau = self.channel_max.clamp(min=floor) * headroom
+            maxima = tie_rotary_pairs(self.channel_max, self.rotary_dim) if rope_pairs else self.channel_max
+            tau = maxima.clamp(min=floor) * headroom
             return self.values.abs() / tau[self.channel_ids], tau
         tau = self.channel_max.max().clamp(min=floor).reshape(1) * headroom
         return self.values.abs() / tau, tau

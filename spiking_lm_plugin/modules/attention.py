@@ -25,6 +25,7 @@ from ..energy import (NonlinearOp, TokensSeen, query_head_weights, scores_op, so
                       values_from_columns, values_from_sums, values_op)
 from ..energy.statistics import CountedPositions, PairCounts
 from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask
+from ..rope_pairs import rotary_dim
 from ..runtime import SpikingRuntime
 from ..sites import site_type
 from .attention_mass import lost_mass_term
@@ -152,6 +153,7 @@ class SpikingAttention(SpikingBlock):
             "softmax": SpikeSite(prefix + "softmax", 1, runtime),
             "o_in": SpikeSite(prefix + "o_in", self.num_heads * self.head_dim, runtime),
         })
+        self.sites["q"].rotary_dim = self.sites["k"].rotary_dim = rotary_dim(cfg, self.head_dim)
         self.held_input = HeldSpikes(self.where)
         for name in INPUT_PROJECTIONS:
             if isinstance(getattr(attn, name, None), nn.Linear):

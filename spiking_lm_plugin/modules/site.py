@@ -70,6 +70,9 @@ class SpikeSite(nn.Module):
         self.runtime = runtime
         self.levels = 2
         self.max_spikes: int | None = None
+        #: channels the rotary embedding turns before this site (q and k); calibration gives each RoPE pair
+        #: of them one tau (``rope_pairs``); 0 elsewhere
+        self.rotary_dim = 0
         #: a softmax site's watcher of its analog map, which the blocked attention never materializes whole
         self.map_recorder: MapRecorder | None = None
         for key in ("d", "theta", "h", "tau", "offset"):
