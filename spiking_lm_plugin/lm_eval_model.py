@@ -151,9 +151,9 @@ class SpikingHFLM(HFLM):
 
     def __init__(self, pretrained: Any = "smollm2-135m", spiking: str | None = None, mode: str = "fused",
                  e_mac: float | None = None, e_ac: float | None = None, read_write: bool | None = None,
-                 e_rw: float | None = None, energy: bool = True, spike_mask: Any = _UNSET, mass_correction: Any = _UNSET,
-                 e_neuron: float | None = None, energy_convention: str = "ours", weight_bits: Any = None,
-                 weight_group_size: Any = None, **kwargs: Any) -> None:
+                 e_rw: float | None = None, energy: bool = True, spike_mask: Any = _UNSET,
+                 mass_correction: Any = _UNSET, e_neuron: float | None = None, energy_convention: str = "ours",
+                 weight_bits: Any = None, weight_group_size: Any = None, **kwargs: Any) -> None:
         try:
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
