@@ -23,12 +23,12 @@ from torch import nn
 
 from ..energy import (NonlinearOp, TokensSeen, query_head_weights, scores_op, softmax_op, value_columns, value_rows,
                       values_from_columns, values_from_sums, values_op)
-from ..energy.statistics import CountedPositions, PairCounts
+from ..energy.statistics import CountedPositions, PairCounts, intervals
 from ..hf_compat import CompatibilityError, VERSION, check_attention_kwargs, check_attention_mask
 from ..rope_pairs import rotary_dim
 from ..runtime import SpikingRuntime
 from ..sites import site_type
-from .attention_mass import lost_mass_term
+from .attention_mass import lost_mass_term, mean_allowed_values, mean_over_intervals
 from .block import SpikingBlock
 from .blocked_attention import blocked_attention, key_widths, query_blocks, record_whole
 from .linear import HeldSpikes, SpikeFedLinear
@@ -91,12 +91,20 @@ class ForwardMask:
     additive: torch.Tensor
     counts: PairCounts | None
     _widths: list[int] | None = None
+    _bounds: Any = None
 
     def key_widths(self) -> list[int]:
         """Per block of query rows, the leading keys any row of it may read (blocked analog attention)."""
         if self._widths is None:
             self._widths = key_widths(self.allowed)
         return self._widths
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``intervals`` of the allowed pairs (one contiguous key run per query row, else None), found once
+        per forward for every layer (the mass correction's means)."""
+        if self._bounds is None:
+            self._bounds = (intervals(self.allowed),)
+        return self._bounds[0]
 
     @staticmethod
     def key_of(attention_mask, q: torch.Tensor, bsz: int, q_len: int, k_len: int, tokens,
@@ -269,6 +277,10 @@ class SpikingAttention(SpikingBlock):
             weights = q.new_zeros((softmax_site.timesteps, bsz, self.num_heads, k_len), dtype=torch.float32) \
                 if v_rows is None else query_head_weights(v_rows, self.num_heads, softmax_site.timesteps)
         tally = _MapTally(metering and map_spiking and not weighted, (bsz, self.num_heads, k_len))
+        mass = self.runtime.mass_correction and map_spiking and not q.is_meta
+        bounds = mask.bounds() if mass else None
+        # contiguous key runs: every query row's mean value once per layer, the blocks slice it
+        row_means = None if bounds is None else mean_over_intervals(vs.value, bounds, self.num_heads)
         outputs = []
         for start, stop, width in blocks:
             q_rows, k_rows, v_keys = qs.rows(start, stop), ks.rows(0, width), vs.rows(0, width)
@@ -287,8 +299,10 @@ class SpikingAttention(SpikingBlock):
                 ps = softmax_site(probs.unsqueeze(-1), need_frames=need, rows=counted_rows).squeeze_last()
             tally.add(ps, None if counted is None else counted[0][:, start:stop], width)
             out = product(ps, v_keys, pv, timestep)
-            if self.runtime.mass_correction and not ps.analog and not q.is_meta:
-                out = out + lost_mass_term(ps.value, v_keys.value, allowed[..., start:stop, :width], pv)
+            if mass:
+                means = row_means[..., start:stop, :] if row_means is not None else \
+                    mean_allowed_values(v_keys.value, allowed[..., start:stop, :width], self.num_heads, pv)
+                out = out + lost_mass_term(ps.value, means)
             outputs.append(out)
         out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
         if metering:

@@ -24,18 +24,25 @@ def mean_allowed_values(v: torch.Tensor, allowed: torch.Tensor, heads: int, pv: 
     """Mean over the allowed keys of each query row: v [B, Hkv, S, D], allowed [B, 1|H, L, S] bool ->
     [B, H, L, D]. Contiguous key runs (causal, sliding window, padding) use prefix sums over the keys; any
     other mask the attention's own grouped P V product ``pv`` with the mask as the map."""
-    groups = heads // v.shape[1]
     bounds = intervals(allowed)
     if bounds is not None:
-        first, end = bounds                                                     # [B, 1, L]
-        count = (end - first).clamp(min=1)[..., None].to(v.dtype)              # [B, 1, L, 1]
-        mean = interval_sums(v, first, end) / count                            # [B, Hkv, L, D]
-        return mean.repeat_interleave(groups, dim=1) if groups > 1 else mean
+        return mean_over_intervals(v, bounds, heads)
     weights = allowed.to(v.dtype).expand(v.shape[0], heads, *allowed.shape[-2:])
     return pv(weights, v) / weights.sum(-1, keepdim=True).clamp(min=1)
 
 
-def lost_mass_term(p: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, pv: GroupedProduct) -> torch.Tensor:
-    """(1 - sum_j P^_ij) * mean_allowed V^ for spiked maps p [B, H, L, S] and values v [B, Hkv, S, D]."""
-    lost = 1.0 - p.sum(-1, keepdim=True)
-    return lost * mean_allowed_values(v, allowed, p.shape[1], pv).to(p.dtype)
+def mean_over_intervals(v: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor], heads: int) -> torch.Tensor:
+    """Mean of v [B, Hkv, S, D] over each query row's keys [first, end) (``bounds`` [B, 1, L] each, from
+    ``intervals``) -> [B, H, L, D], by prefix sums over the keys: computed once per layer for all query rows,
+    the blocks of rows take slices of it."""
+    first, end = bounds
+    count = (end - first).clamp(min=1)[..., None].to(v.dtype)                # [B, 1, L, 1]
+    mean = interval_sums(v, first, end) / count                                # [B, Hkv, L, D]
+    groups = heads // v.shape[1]
+    return mean.repeat_interleave(groups, dim=1) if groups > 1 else mean
+
+
+def lost_mass_term(p: torch.Tensor, mean_values: torch.Tensor) -> torch.Tensor:
+    """(1 - sum_j P^_ij) * mean_allowed V^ for a spiked map p [B, H, L, S] and the mean of the values over
+    each row's allowed keys [B, H, L, D] (:func:`mean_allowed_values`)."""
+    return (1.0 - p.sum(-1, keepdim=True)) * mean_values.to(p.dtype)
