@@ -40,11 +40,14 @@ def eval_windows(tokenizer, tokens: int, length: int = 512) -> torch.Tensor:
     return token_windows(tokenizer, docs, tokens, length)
 
 
+def botchan_windows(tokenizer, tokens: int, length: int = 512) -> torch.Tensor:
+    """Held-out Botchan windows: another domain than the enwiki calibration text."""
+    return token_windows(tokenizer, [d["text"] for d in text_documents("botchan", "evaluation")], tokens, length)
+
+
 def held_out_texts(tokenizer, enwiki_tokens: int, botchan_tokens: int) -> dict[str, torch.Tensor]:
     """The two held-out texts of the quality tables: enwiki-excerpt and Botchan (another domain)."""
-    return {"enwiki": eval_windows(tokenizer, enwiki_tokens),
-            "botchan": token_windows(tokenizer, [d["text"] for d in text_documents("botchan", "evaluation")],
-                                     botchan_tokens, 512)}
+    return {"enwiki": eval_windows(tokenizer, enwiki_tokens), "botchan": botchan_windows(tokenizer, botchan_tokens)}
 
 
 def perplexity(model, windows: torch.Tensor, batch: int = 4) -> float:
@@ -52,12 +55,19 @@ def perplexity(model, windows: torch.Tensor, batch: int = 4) -> float:
     return math.exp(mean_token_nll(model, windows, batch))
 
 
+def fit_and_install(model, calib, config):
+    """Fit the neurons of ``config`` on a calibration (all sites at once) and install them; the state, whose
+    ``fit`` holds the fitting time (``fit_s``) and losses."""
+    result, fit_s = timed(fit, calib.samples, config, False, calib.site_names, calib.fanouts)
+    state = build_state(config, calib, result, "smollm2-135m", model.spiking.fingerprint, fit_s)
+    install(model, state)
+    return state
+
+
 def fit_and_measure(model, calib, config, windows, layerwise: bool = False):
     """Fit the neurons of ``config`` on a calibration, install them, and return (fused perplexity, state).
     ``state.fit`` holds the fitting time (``fit_s``) and losses; the model is left in ANN mode for the next row."""
-    result, fit_s = timed(fit, calib.samples, config, False)
-    state = build_state(config, calib, result, "smollm2-135m", model.spiking.fingerprint, fit_s)
-    install(model, state)
+    state = fit_and_install(model, calib, config)
     if layerwise:
         tune_layers(model, state, calib.windows, show_progress=False)
     with model.spiking.use(mode="fused"):

@@ -14,33 +14,18 @@ import argparse
 import statistics
 
 import spiking_lm_plugin as slm
-from spiking_lm_plugin.assets import text_documents
-from spiking_lm_plugin.calibration import token_windows
-from spiking_lm_plugin.conversion import build_state, calibrate, fit, install
+from spiking_lm_plugin.conversion import calibrate
 from spiking_lm_plugin.fitting import FitConfig
 
-from _common import energy, eval_windows, load, perplexity, write
+from _common import botchan_windows, energy, eval_windows, fit_and_install, load, perplexity, write
 
 TAU_VARIANTS = {"per channel": False, "one per RoPE pair (default)": True}
 
 
-def references(model, texts: dict) -> dict[str, dict[str, float]]:
-    """Perplexity of the plain ANN and of the analog reference (same prefix and rotation) on each text."""
-    out = {}
-    for mode in ("ann", "analog"):
-        with model.spiking.use(mode=mode):
-            out[mode] = {name: perplexity(model, w, batch=max(1, 2048 // w.shape[1])) for name, w in texts.items()}
-    return out
-
-
-def measure(model, texts: dict, mass: bool) -> dict[str, float]:
-    runtime = model.spiking
-    saved, runtime.mass_correction = runtime.mass_correction, mass
-    try:
-        with runtime.use(mode="fused"):
-            return {name: perplexity(model, w, batch=max(1, 2048 // w.shape[1])) for name, w in texts.items()}
-    finally:
-        runtime.mass_correction = saved
+def perplexities(model, texts: dict, mode: str) -> dict[str, float]:
+    """Perplexity of every text in ``mode`` (2,048 tokens per batch)."""
+    with model.spiking.use(mode=mode):
+        return {name: perplexity(model, w, batch=max(1, 2048 // w.shape[1])) for name, w in texts.items()}
 
 
 def main() -> None:
@@ -53,12 +38,11 @@ def main() -> None:
     args = parser.parse_args()
     model, tokenizer = load()
     texts = {f"enwiki {n}": eval_windows(tokenizer, args.enwiki_tokens, n) for n in args.lengths}
-    botchan = [d["text"] for d in text_documents("botchan", "evaluation")]
-    texts["botchan 512"] = token_windows(tokenizer, botchan, args.botchan_tokens, 512)
+    texts["botchan 512"] = botchan_windows(tokenizer, args.botchan_tokens)
     calib = calibrate(model, slm.SpikingConfig(), tokenizer=tokenizer, show_progress=False)
-    refs = references(model, texts)
+    refs = {mode: perplexities(model, texts, mode) for mode in ("ann", "analog")}
     print(refs, flush=True)
-    sample = texts["enwiki 512"][:1]
+    sample = texts[f"enwiki {args.lengths[0]}"][:1]      # the energy per token: one window of the first length
     rows, runs = [], []
     for T in args.timesteps:
         for variant, pairs in TAU_VARIANTS.items():
@@ -67,13 +51,11 @@ def main() -> None:
             results: dict[bool, list[dict]] = {False: [], True: []}
             for seed in args.seeds:
                 config = slm.SpikingConfig(**{**base.to_dict(), "fit": FitConfig(seed=seed)})
-                result = fit(calib_v.samples, config, False, calib_v.site_names, calib_v.fanouts)
-                install(model, build_state(config, calib_v, result, "smollm2-135m", model.spiking.fingerprint, 0.0))
-                for mass in (False, True):
-                    ppl = measure(model, texts, mass)
+                fit_and_install(model, calib_v, config)
+                for mass in (False, True):     # an evaluation-time switch: the same neurons
                     model.spiking.mass_correction = mass
+                    ppl = perplexities(model, texts, "fused")
                     _, mj = energy(model, sample)
-                    model.spiking.mass_correction = False
                     results[mass].append({**ppl, "mJ/token": mj})
                     runs.append({"T": T, "tau": variant, "mass correction": mass, "seed": seed, **ppl, "mJ/token": mj})
                     print(runs[-1], flush=True)

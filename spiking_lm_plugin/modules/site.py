@@ -32,13 +32,17 @@ class Spikes:
     def analog(self) -> bool:
         return self.d is None
 
+    def step_scales(self, dtype: torch.dtype) -> torch.Tensor:
+        """d_t * tau [T, 1, ..., C|1] in ``dtype``: what a spike of each step weighs, broadcast over the frames."""
+        assert self.frames is not None and self.d is not None
+        shape = (-1,) + (1,) * (self.frames.ndim - 1)
+        return self.d.to(dtype).view(shape) * self.tau.to(dtype)
+
     def weighted_frames(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """frames_t * d_t * tau in ``dtype`` (default the frames'), the contribution of each step (sums to
         ``value``); one pass over the frames."""
-        assert self.frames is not None and self.d is not None
         dtype = dtype or self.frames.dtype
-        shape = (-1,) + (1,) * (self.frames.ndim - 1)
-        return self.frames.to(dtype) * (self.d.to(dtype).view(shape) * self.tau.to(dtype))
+        return self.frames.to(dtype) * self.step_scales(dtype)
 
     def rows(self, start: int, stop: int) -> "Spikes":
         """Rows ``start:stop`` of the second-to-last dim (query rows, or keys) of the value and the frames, as

@@ -39,9 +39,7 @@ def accumulated_frames(spikes: Spikes, dtype: torch.dtype, steps: int) -> torch.
     """S(t) = tau sum_{i<=t} d_i s_i [steps, ...] of a spike train in ``dtype``, in one pass over its frames
     (each step one multiply-add onto the last sum, no weighted copy of the frames); a train with fewer steps
     holds its final sum over the rest (it has sent all its spikes)."""
-    frames = spikes.frames
-    shape = (-1,) + (1,) * (frames.ndim - 1)
-    scale = spikes.d.to(dtype).view(shape) * spikes.tau.to(dtype)
+    frames, scale = spikes.frames, spikes.step_scales(dtype)
     out = torch.empty((steps,) + tuple(frames.shape[1:]), dtype=dtype, device=frames.device)
     torch.mul(frames[0].to(dtype), scale[0], out=out[0])
     for t in range(1, steps):
