@@ -12,7 +12,9 @@ plain ANN and the analog reference, each fit also with the attention mass correc
     python bench/fewer_timesteps.py [--timesteps 4 5 6 8] [--seeds 0 1 2] [--bump 2] [--slack 0.05]
     python bench/fewer_timesteps.py --timesteps 5 --recipe 5:softmax=9,gate_act=7,up=7,k=7,q=7 --no-uniform
 ``--recipe`` evaluates a given per-site T instead of selecting one (repeatable; several per T allowed);
-``--bias-correction`` evaluates every fit a second time with the bias correction.
+``--bias-correction`` evaluates every fit a second time with the bias correction; ``--sample-weighting 0 0.5``
+fits every recipe once per output-aware sample exponent (``SpikingConfig.sample_weighting``);
+``--mass-correction-only`` skips the rows without the attention mass correction.
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ def main() -> None:
                         help="T:type=steps,...: evaluate this per-site T at T instead of selecting one")
     parser.add_argument("--no-uniform", action="store_true", help="skip the uniform-T rows")
     parser.add_argument("--no-mass-correction", action="store_true", help="skip the mass-corrected rows")
+    parser.add_argument("--mass-correction-only", action="store_true", help="skip the rows without it")
+    parser.add_argument("--sample-weighting", type=float, nargs="+", default=None,
+                        help="fit every recipe once per output-aware sample exponent alpha (default: the config's)")
     parser.add_argument("--bias-correction", action="store_true",
                         help="evaluate every fit again with the bias correction (SpikingConfig.bias_correction)")
     args = parser.parse_args()
@@ -122,21 +127,27 @@ def main() -> None:
             chosen = choose_types(model, calib, T, args.bump, args.slack, select, sample, sens_rows)
             if chosen:
                 recipes["per-site T"] = chosen
-        for label, steps in recipes.items():
+        alphas = args.sample_weighting or [slm.SpikingConfig().sample_weighting]
+        for (label, steps), alpha in ((r, a) for r in recipes.items() for a in alphas):
+            weighting = f" + output-aware samples ({alpha:g})" if alpha else ""
             for seed in args.seeds:
-                config = slm.SpikingConfig(timesteps=T, site_timesteps=steps, fit=slm.FitConfig(seed=seed))
+                config = slm.SpikingConfig(timesteps=T, site_timesteps=steps, fit=slm.FitConfig(seed=seed),
+                                           sample_weighting=alpha)
                 state = fitted_state(model, calib, config)
                 install(model, state)
                 # neither correction changes a neuron: the same fit, evaluated again with each
                 for bias in (False, True) if args.bias_correction else (False,):
                     if bias:
                         correct_biases(model, state, calib.windows)
-                    for mass in (False,) if args.no_mass_correction else (False, True):
+                    masses = (False,) if args.no_mass_correction else (True,) if args.mass_correction_only else \
+                        (False, True)
+                    for mass in masses:
                         model.spiking.mass_correction = mass
                         with model.spiking.use(mode="fused"):
                             ppl = {k: perplexity(model, w) for k, w in texts.items()}
                         ac, mj = energy(model, sample)
-                        suffix = (" + bias correction" if bias else "") + (" + mass correction" if mass else "")
+                        suffix = weighting + (" + bias correction" if bias else "") + \
+                            (" + mass correction" if mass else "")
                         runs.append({"T": T, "recipe": label + suffix, "site T": steps or "-", "seed": seed,
                                      "AC (G)": ac / 1e9, "mJ/token": mj, **{f"{k} ppl": v for k, v in ppl.items()}})
                         print(runs[-1], flush=True)

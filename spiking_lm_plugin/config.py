@@ -60,6 +60,11 @@ class SpikingConfig:
         sequence_length: tokens per calibration window.
         batch_size: windows per calibration forward.
         samples_per_site: reservoir samples kept per site (the fit's N).
+        sample_weighting: alpha of the output-aware samples: a per-channel site's fitting samples are drawn with
+            probability (tau_c^2 g_c)^alpha for their channel c, g_c the squared weight column (or the other
+            factor's mean square) the channel's error is multiplied by downstream, so the fit spends the neuron's
+            resolution where the output error is made; 0 = the paper's uniform sample (docs/DESIGN.md,
+            "Output-aware samples").
         search_steps: Alg. 2 steps when ``allocation="search"``.
         fit: the fitting schedule and optimizer (``FitConfig``).
         layerwise: None (off) or a ``LayerwiseConfig``: after the per-site fit, tune each block's
@@ -105,6 +110,7 @@ class SpikingConfig:
     sequence_length: int = 512
     batch_size: int = 4
     samples_per_site: int = 16384
+    sample_weighting: float = 0.0
     search_steps: int = 60
     fit: FitConfig = field(default_factory=FitConfig)
     layerwise: LayerwiseConfig | None = None
@@ -170,6 +176,10 @@ class SpikingConfig:
         if self.mask_in_fit and self.spike_mask is None:
             raise ValueError("mask_in_fit needs a spike_mask (the k the neurons are fitted for)")
         validate_weight_recipe(self.weight_bits, self.weight_group_size)
+        weighting = self.sample_weighting
+        numeric = isinstance(weighting, (int, float)) and not isinstance(weighting, bool)
+        if not (numeric and 0 <= weighting < float("inf")):
+            raise ValueError(f"sample_weighting must be a number >= 0 (0 = uniform samples), got {weighting!r}")
         for name in ("calibration_tokens", "sequence_length", "batch_size", "samples_per_site"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -231,6 +241,7 @@ class SpikingConfig:
         data.setdefault("mass_correction", False)
         data.setdefault("bias_correction", False)
         data.setdefault("rope_pair_tau", False)    # checkpoints before it calibrated each channel on its own
+        data.setdefault("sample_weighting", 0.0)   # and drew their fitting samples uniformly
         data["headroom_sites"] = tuple(data.get("headroom_sites", HEADROOM_SITE_TYPES))
         if isinstance(data.get("allocation"), list):
             data["allocation"] = tuple(data["allocation"])

@@ -320,6 +320,12 @@ class OnlineTransform:
             y = kernel(y.contiguous(), scale) if kernel is not None else _walsh(y, scale)
         return y.reshape(x.shape)
 
+    def undo(self, x: torch.Tensor) -> torch.Tensor:
+        """x T along the last dim, the inverse of :meth:`apply` (T is orthogonal and its Walsh factor symmetric):
+        e.g. a folded weight W T^T back to W."""
+        y = _walsh(x.reshape(*x.shape[:-1], self.m, self.p), 1.0 / math.sqrt(self.p))
+        return torch.matmul(self.small().T.to(device=x.device, dtype=x.dtype), y).reshape(x.shape)
+
 
 @functools.lru_cache(maxsize=None)
 def _scaled_small(transform: OnlineTransform) -> torch.Tensor:

@@ -37,6 +37,16 @@ POSITIVE = _int_at_least(1)
 NON_NEGATIVE = _int_at_least(0)
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def _parse_prefix(text: str):
     if text in ("auto", "none"):
         return text
@@ -106,6 +116,10 @@ RECIPE_FLAGS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--no-rope-pair-tau",), "rope_pair_tau", {
         "action": "store_false", "help": "calibrate each q/k channel's tau on its own instead of one tau per RoPE "
         "pair (the pair's norm moves between its channels with the position: longer text clips the small one)"}),
+    (("--sample-weighting",), "sample_weighting", {
+        "type": _non_negative_float, "help": "alpha of the output-aware samples: each channel's fitting samples "
+        "are drawn with probability (tau^2 x its output gain)^alpha, so the fit spends the neuron's resolution "
+        "where the block output error is made; 0 = uniform (the paper's)"}),
     (("--rotation",), "rotation", {"choices": ["none", "online", "full"], "help": "online: exact Hadamard "
         "transform of the down_proj input, folded into its weight; full: also rotate the residual stream"}),
     (("--online-transform",), "online_transform", {

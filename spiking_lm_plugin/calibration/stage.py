@@ -14,6 +14,7 @@ from ..prefix import install_prefix
 from ..runtime import runtime_of
 from .fanout import site_fanouts
 from .normalize import normalized_samples
+from .output_gains import channel_gains
 from .prefix_choice import bos_token_id, resolve_prefix
 from .recording import record_activations
 from .reservoir import SiteReservoir
@@ -38,13 +39,15 @@ class Calibration:
     outlier_tokens_left_out: int | None = None   # None: the recipe keeps every token
     fanouts: dict[str, float] = field(default_factory=dict)   # outputs one spike of each site feeds
     weights: dict = field(default_factory=dict)   # the weight recipe applied (quantize_weights' record; {}: none)
+    #: per site, each channel's output gain (``output_gains``): what output-aware samples are drawn by
+    gains: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def for_config(self, config: SpikingConfig) -> "Calibration":
         """The same calibration normalized for ``config`` (another tau granularity or headroom, e.g. another T
         under ``tau_headroom="auto"``); the forward pass is not repeated."""
         if self.reservoirs is None:
             raise ValueError("this calibration kept no raw samples (loaded from a cache?); calibrate again")
-        samples, taus = normalized_samples(self.reservoirs, config)
+        samples, taus = normalized_samples(self.reservoirs, config, self.gains)
         return replace(self, samples=samples, taus=taus)
 
 
@@ -67,8 +70,9 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
     recording = record_activations(model, windows, names, config.samples_per_site, config.batch_size,
                                    config.seed, show_progress,
                                    config.prefix_eta if config.excludes_outliers else None)
-    samples, taus = normalized_samples(recording.reservoirs, config)
+    gains = channel_gains(model, recording.reservoirs)
+    samples, taus = normalized_samples(recording.reservoirs, config, gains)
     fanouts = site_fanouts(model, names, int(windows.shape[-1]), len(prefix))
     return Calibration(samples, taus, names, int(windows.numel()), time.perf_counter() - t0, prefix, bos,
                        search, windows, recording.reservoirs, transforms, recording.outlier_tokens_left_out, fanouts,
-                       dict(runtime_of(model).weights))
+                       dict(runtime_of(model).weights), gains)
