@@ -208,8 +208,9 @@ SECTIONS = [
     ("fewer_timesteps_output_aware_bias", "Fewer timesteps: output-aware samples with the bias correction at T = 4",
      "The output-aware fits of the table above at T = 4 (alpha 0.5, seeds 0-2, the mass correction on), each "
      "evaluated again with the bias correction. The two do not add up: on enwiki the mean stays at +27.3% "
-     "against the ANN (the bias correction alone had taken +29.1% to +27.1%, table \"bias and mass correction "
-     "together\"), on Botchan +18.1% -> +16.8% (+16.6% for the bias correction alone). Both target the same "
+     "against the ANN (the bias correction without them, on the code before the RoPE pairing, had taken "
+     "+30.1% to +27.1%, table \"bias and mass correction together\"), on Botchan +18.1% -> +16.8% (there "
+     "+16.6%). Both target the same "
      "per-channel error the uniform fit leaves where it matters most. The best T = 4 rows stay near +27%; "
      "the 20% target is not met."),
     ("fewer_timesteps_t8_output_aware", "T = 8 with output-aware samples",
