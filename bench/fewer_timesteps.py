@@ -112,7 +112,9 @@ def main() -> None:
     model, tokenizer = load()
     texts = held_out_texts(tokenizer, args.eval_tokens, args.botchan_tokens)
     ann = {k: perplexity(model, w) for k, w in texts.items()}
-    calib = calibrate(model, slm.SpikingConfig(), tokenizer=tokenizer)
+    # the largest alpha asked for, so the calibration keeps the channel gains (the reservoirs do not depend on it)
+    calib = calibrate(model, slm.SpikingConfig(sample_weighting=max(args.sample_weighting or [0.0])),
+                      tokenizer=tokenizer)
     with model.spiking.use(mode="analog"):
         analog = {k: perplexity(model, w) for k, w in texts.items()}
     sample, select = texts["enwiki"][:1], calib.windows[: args.select_windows]

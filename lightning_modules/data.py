@@ -58,8 +58,8 @@ class ActivationDataModule(pl.LightningDataModule):
         recipe = {k: v for k, v in self.config.to_dict().items()
                   if k in ("calibration_text", "calibration_tokens", "sequence_length", "samples_per_site",
                            "sites", "tau", "headroom_sites", "rope_pair_tau", "sample_weighting", "rotation",
-                           "online_transform", "prefix", "prefix_eta", "prefix_max_tokens", "exclude_outlier_tokens", "seed",
-                           "weight_bits", "weight_group_size")}
+                           "online_transform", "prefix", "prefix_eta", "prefix_max_tokens", "exclude_outlier_tokens",
+                           "seed", "weight_bits", "weight_group_size")}
         recipe["headroom"] = self.config.headroom          # resolved: "auto" means another value at another T
         if self.config.site_timesteps:
             recipe["site_headroom"] = {t: self.config.headroom_at(n) for t, n in self.config.site_timesteps.items()}

@@ -51,6 +51,13 @@ def test_gains_are_the_weight_columns_and_the_partner_factors_the_error_meets():
     down_columns = original_down[1].pow(2).sum(0)
     assert not torch.allclose(down_columns, mlp.down_proj.weight.pow(2).sum(0), rtol=1e-2)   # the fold moved them
     assert torch.allclose(gains["layers.1.gate_act"], mean_square("layers.1.up") * down_columns, rtol=1e-4)
+    # the default recipe reads no gains; its calibration cannot draw output-aware samples later
+    plain = slm.calibrate(tiny_model(intermediate_size=192), tiny_config(), random_windows(256, n=8, length=32),
+                          show_progress=False)
+    assert plain.gains == {}
+    with pytest.raises(ValueError, match="no channel gains"):
+        plain.for_config(tiny_config(sample_weighting=0.5))
+    assert torch.equal(calib.for_config(tiny_config()).samples, plain.samples)   # the same reservoirs either way
 
 
 def reservoir_of(values_per_channel: list[torch.Tensor]) -> SiteReservoir:

@@ -53,6 +53,7 @@ def channel_gains(model: nn.Module, reservoirs: dict[str, SiteReservoir]) -> dic
     and gets none. Read off the prepared model (rotations folded) and the calibration's reservoirs."""
     layers = model.model.layers
     gains: dict[str, torch.Tensor] = {}
+    down_columns: dict[int, torch.Tensor] = {}       # one undo of the folded transform per layer
     for name, reservoir in reservoirs.items():
         kind = site_type(name)
         if kind == "head_in":
@@ -61,7 +62,8 @@ def channel_gains(model: nn.Module, reservoirs: dict[str, SiteReservoir]) -> dic
         if kind == "softmax":
             continue
         prefix = name.rsplit(".", 1)[0] + "."
-        layer = layers[int(name.split(".")[1])]
+        index = int(name.split(".")[1])
+        layer = layers[index]
         attn, mlp = layer.self_attn, layer.mlp
         partner = {"q": "k", "k": "q", "gate_act": "up", "up": "gate_act"}.get(kind)
         if kind == "attn_in":
@@ -77,7 +79,9 @@ def channel_gains(model: nn.Module, reservoirs: dict[str, SiteReservoir]) -> dic
         else:                    # a factor of a product: the other factor scales its error
             gain = _mean_square(reservoirs.get(prefix + partner))
             if gain is not None and kind in ("gate_act", "up"):
-                gain = gain * _down_columns(mlp)
+                if index not in down_columns:
+                    down_columns[index] = _down_columns(mlp)
+                gain = gain * down_columns[index]
         if gain is not None and gain.numel() == reservoir.channels:
             gains[name] = gain
     return gains

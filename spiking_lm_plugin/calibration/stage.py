@@ -47,6 +47,9 @@ class Calibration:
         under ``tau_headroom="auto"``); the forward pass is not repeated."""
         if self.reservoirs is None:
             raise ValueError("this calibration kept no raw samples (loaded from a cache?); calibrate again")
+        if config.sample_weighting and not self.gains:
+            raise ValueError("this calibration has no channel gains (it ran with sample_weighting=0); calibrate "
+                             "with sample_weighting > 0 to draw output-aware samples from it")
         samples, taus = normalized_samples(self.reservoirs, config, self.gains)
         return replace(self, samples=samples, taus=taus)
 
@@ -70,7 +73,8 @@ def calibrate(model: nn.Module, config: SpikingConfig, calibration=None, tokeniz
     recording = record_activations(model, windows, names, config.samples_per_site, config.batch_size,
                                    config.seed, show_progress,
                                    config.prefix_eta if config.excludes_outliers else None)
-    gains = channel_gains(model, recording.reservoirs)
+    # the gains read every weight (and undo the down_proj transform): only when the recipe draws by them
+    gains = channel_gains(model, recording.reservoirs) if config.sample_weighting else {}
     samples, taus = normalized_samples(recording.reservoirs, config, gains)
     fanouts = site_fanouts(model, names, int(windows.shape[-1]), len(prefix))
     return Calibration(samples, taus, names, int(windows.numel()), time.perf_counter() - t0, prefix, bos,
