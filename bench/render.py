@@ -213,6 +213,10 @@ SECTIONS = [
      "+16.6%). Both target the same "
      "per-channel error the uniform fit leaves where it matters most. The best T = 4 rows stay near +27%; "
      "the 20% target is not met."),
+    ("fewer_timesteps_t6_output_aware", "T = 6 with output-aware samples",
+     "The T = 6 per-site T recipe (held-out evaluation as above, seeds 0-2, one calibration, the mass correction "
+     "on) fitted on uniform and on output-aware samples (alpha 0.5): +2.30% and +2.26% against the ANN (Botchan "
+     "+0.27% / +0.24%), within the seed spread. Neutral, like T = 5 and 8."),
     ("fewer_timesteps_t8_output_aware", "T = 8 with output-aware samples",
      "The default T = 8 recipe (uniform, one tau per RoPE pair, the mass correction; fitting seeds 0-2, one "
      "calibration; held-out evaluation as above) fitted on uniform and on output-aware samples. The default "
