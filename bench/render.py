@@ -204,7 +204,7 @@ SECTIONS = [
      "draw itself: samples drawn with "
      "replacement at uniform weights were worse than the plain sample (+27.2% against +26.7% over the analog "
      "reference there), the weighted draws better (+25.0% to +25.2%). Energy per token moves by under 0.5%. "
-     "Off by default: the T = 5 and T = 8 rows (next table) give no held-out reason to change the recipe."),
+     "Off by default: the T = 5, 6 and 8 rows (this and the next tables) give no held-out reason to change the recipe."),
     ("fewer_timesteps_output_aware_bias", "Fewer timesteps: output-aware samples with the bias correction at T = 4",
      "The output-aware fits of the table above at T = 4 (alpha 0.5, seeds 0-2, the mass correction on), each "
      "evaluated again with the bias correction. The two do not add up: on enwiki the mean stays at +27.3% "
