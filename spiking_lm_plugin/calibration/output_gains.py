@@ -14,15 +14,13 @@ import torch
 from torch import nn
 
 from ..sites import site_type
+from ..weight_quantization import dense_weight
 from .reservoir import SiteReservoir
 
 
 def _weight(linear: nn.Module) -> torch.Tensor:
-    """The float weight of a linear (or its wrapper), dequantized where torchao quantized it."""
-    weight = getattr(linear, "linear", linear).weight
-    if hasattr(weight, "dequantize"):
-        weight = weight.dequantize()
-    return weight.detach().float()
+    """The float weight of a linear (or the wrapper holding it as ``.linear``), torchao weights dequantized."""
+    return dense_weight(getattr(linear, "linear", linear), torch.float32).detach()
 
 
 def column_energy(*linears: nn.Module) -> torch.Tensor:
