@@ -14,7 +14,11 @@ plain ANN and the analog reference, each fit also with the attention mass correc
 ``--recipe`` evaluates a given per-site T instead of selecting one (repeatable; several per T allowed);
 ``--bias-correction`` evaluates every fit a second time with the bias correction; ``--sample-weighting 0 0.5``
 fits every recipe once per output-aware sample exponent (``SpikingConfig.sample_weighting``);
-``--mass-correction-only`` skips the rows without the attention mass correction.
+``--rotation full`` converts with the residual stream rotated too (``SpikingConfig.rotation``);
+``--mass-correction-only`` skips the rows without the attention mass correction; ``--layerwise`` evaluates
+every fit again after the layer-wise stage (``SpikingConfig.layerwise``, its default ``LayerwiseConfig``, tuned
+with the mass correction as the rows use it), and with ``--bias-correction`` the bias correction follows it as in
+``convert``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import argparse
 import statistics
 
 import spiking_lm_plugin as slm
-from spiking_lm_plugin.conversion import build_state, calibrate, correct_biases, fit, install
+from spiking_lm_plugin.conversion import build_state, calibrate, correct_biases, fit, install, tune_layers
 from spiking_lm_plugin.model_surgery import spiking_sites
 from spiking_lm_plugin.sites import site_type
 
@@ -108,13 +112,18 @@ def main() -> None:
                         help="fit every recipe once per output-aware sample exponent alpha (default: the config's)")
     parser.add_argument("--bias-correction", action="store_true",
                         help="evaluate every fit again with the bias correction (SpikingConfig.bias_correction)")
+    parser.add_argument("--rotation", choices=("online", "full"), default=slm.SpikingConfig().rotation,
+                        help="the rotation of every recipe (one calibration per run; the analog reference has it too)")
+    parser.add_argument("--layerwise", action="store_true",
+                        help="evaluate every fit again after the layer-wise stage (SpikingConfig.layerwise)")
     args = parser.parse_args()
     model, tokenizer = load()
     texts = held_out_texts(tokenizer, args.eval_tokens, args.botchan_tokens)
     ann = {k: perplexity(model, w) for k, w in texts.items()}
     # the largest alpha asked for, so the calibration keeps the channel gains (the reservoirs do not depend on it)
-    calib = calibrate(model, slm.SpikingConfig(sample_weighting=max(args.sample_weighting or [0.0])),
-                      tokenizer=tokenizer)
+    calib = calibrate(model, slm.SpikingConfig(sample_weighting=max(args.sample_weighting or [0.0]),
+                                               rotation=args.rotation), tokenizer=tokenizer)
+    rotated = " + full rotation" if args.rotation == "full" else ""
     with model.spiking.use(mode="analog"):
         analog = {k: perplexity(model, w) for k, w in texts.items()}
     sample, select = texts["enwiki"][:1], calib.windows[: args.select_windows]
@@ -134,21 +143,33 @@ def main() -> None:
             weighting = f" + output-aware samples ({alpha:g})" if alpha else ""
             for seed in args.seeds:
                 config = slm.SpikingConfig(timesteps=T, site_timesteps=steps, fit=slm.FitConfig(seed=seed),
-                                           sample_weighting=alpha)
+                                           sample_weighting=alpha, rotation=args.rotation,
+                                           layerwise=slm.LayerwiseConfig() if args.layerwise else None)
                 state = fitted_state(model, calib, config)
                 install(model, state)
-                # neither correction changes a neuron: the same fit, evaluated again with each
-                for bias in (False, True) if args.bias_correction else (False,):
-                    if bias:
+                masses = (False,) if args.no_mass_correction else (True,) if args.mass_correction_only else \
+                    (False, True)
+                # each stage applies to the fit as the previous one left it, in convert's order
+                stages = [()]
+                if args.layerwise:
+                    stages.append(("layer-wise",))
+                if args.bias_correction:
+                    stages.append(stages[-1] + ("bias correction",))
+                for done in stages:
+                    if done and done[-1] == "layer-wise":
+                        model.spiking.mass_correction = masses[-1]
+                        tune_layers(model, state, calib.windows, show_progress=False)
+                        print("layer-wise:", {k: state.fit["layerwise"][k] for k in
+                                              ("accepted", "guard_nll_before", "guard_nll_after", "seconds")},
+                              "blocks kept", sum(state.fit["layerwise"]["blocks_kept"]), flush=True)
+                    elif done:
                         correct_biases(model, state, calib.windows)
-                    masses = (False,) if args.no_mass_correction else (True,) if args.mass_correction_only else \
-                        (False, True)
                     for mass in masses:
                         model.spiking.mass_correction = mass
                         with model.spiking.use(mode="fused"):
                             ppl = {k: perplexity(model, w) for k, w in texts.items()}
                         ac, mj = energy(model, sample)
-                        suffix = weighting + (" + bias correction" if bias else "") + \
+                        suffix = rotated + weighting + "".join(f" + {d}" for d in done) + \
                             (" + mass correction" if mass else "")
                         runs.append({"T": T, "recipe": label + suffix, "site T": steps or "-", "seed": seed,
                                      "AC (G)": ac / 1e9, "mJ/token": mj, **{f"{k} ppl": v for k, v in ppl.items()}})

@@ -18,7 +18,7 @@ drop_known_noise()
 
 _PUBLIC = {
     "CheckpointError": ".checkpoint", "load": ".checkpoint", "save": ".checkpoint",
-    "SpikingConfig": ".config",
+    "SpikingConfig": ".config", "LayerwiseConfig": ".layerwise_config",
     "SpikingState": ".conversion", "convert": ".conversion", "set_mode": ".conversion",
     "prepare": ".conversion", "calibrate": ".conversion", "fit": ".conversion", "install": ".conversion",
     "Calibration": ".conversion", "SpikingRuntime": ".runtime",

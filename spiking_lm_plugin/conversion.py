@@ -200,8 +200,8 @@ def tune_layers(model: nn.Module, state: SpikingState, windows: torch.Tensor, sh
                               "block_mse_after": result.mse_after, "blocks_kept": result.blocks_kept,
                               "holdout_block_mse_before": result.holdout_mse_before,
                               "holdout_block_mse_after": result.holdout_mse_after,
-                              "holdout_nll_before": result.holdout_nll_before,
-                              "holdout_nll_after": result.holdout_nll_after, "accepted": result.accepted}
+                              "guard_nll_before": result.guard_nll_before,
+                              "guard_nll_after": result.guard_nll_after, "accepted": result.accepted}
     install(model, state)
 
 

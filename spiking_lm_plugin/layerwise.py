@@ -6,7 +6,8 @@ model's own hidden states, reproduces the ANN block's output; weights stay froze
 activations are in memory at a time. Per site (network order, coordinate descent) it tries a few scales of
 tau (the clipping point) and shifts of all thresholds theta_t by a fraction of their step weight (the
 rounding offset), keeping whichever lowers the block's output error measured with the exact spiking
-forward. Windows held out from the tuning decide whether each block's change, and the stage, is kept.
+forward. Windows held out from the tuning decide whether each block's change is kept, and further windows
+that no decision saw whether the stage is.
 (A surrogate-gradient version was tried first: through the reset chain the surrogate Jacobian alternates
 in sign, and even a straight-through estimator raised the block error on every model tried.)
 """
@@ -34,8 +35,8 @@ class LayerwiseResult:
     holdout_mse_before: list[float] = field(default_factory=list)   # the same errors on the held-out windows
     holdout_mse_after: list[float] = field(default_factory=list)
     blocks_kept: list[bool] = field(default_factory=list)           # the block's change lowered held-out error
-    holdout_nll_before: float = float("nan")                       # model loss on the held-out windows
-    holdout_nll_after: float = float("nan")
+    guard_nll_before: float = float("nan")                          # model loss on the guard windows
+    guard_nll_after: float = float("nan")
     accepted: bool = True                                           # False: the whole stage was undone
     seconds: float = 0.0
     taus: dict[str, torch.Tensor] = field(default_factory=dict)      # site -> tuned tau (kept changes only)
@@ -81,14 +82,19 @@ def _run_block(model: nn.Module, layer: nn.Module, x: torch.Tensor, trace: dict,
     return _output(layer(x, **with_cache(trace["kwargs"][index], cache)))
 
 
-def split_windows(windows: torch.Tensor, config: LayerwiseConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tuning windows, held-out windows): the first ``config.windows`` and the last
-    ``config.holdout_windows`` calibration windows, disjoint, each cut to ``config.length`` tokens."""
-    needed = config.windows + config.holdout_windows
+def split_windows(windows: torch.Tensor, config: LayerwiseConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(tuning, held-out, guard windows), disjoint: the first ``config.windows`` and the last
+    ``config.holdout_windows`` calibration windows cut to ``config.length`` tokens, and the
+    ``config.guard_windows`` before the held-out ones at their full length (the length the model is
+    evaluated at, where a tuning on short windows can hurt later positions)."""
+    needed = config.windows + config.holdout_windows + config.guard_windows
     if windows.shape[0] < needed:
         raise ValueError(f"layer-wise calibration needs {needed} calibration windows ({config.windows} to tune on, "
-                         f"{config.holdout_windows} held out), got {windows.shape[0]}")
-    return windows[: config.windows, : config.length], windows[-config.holdout_windows:, : config.length]
+                         f"{config.holdout_windows} held out, {config.guard_windows} to guard the stage), "
+                         f"got {windows.shape[0]}")
+    held = windows.shape[0] - config.holdout_windows
+    return (windows[: config.windows, : config.length], windows[held:, : config.length],
+            windows[held - config.guard_windows: held])
 
 
 @torch.no_grad()
@@ -145,12 +151,13 @@ def layerwise_calibrate(model: nn.Module, windows: torch.Tensor, config: Layerwi
 
     Two guards keep the stage from overfitting its few tuning windows (docs/DESIGN.md, "Layer-wise
     calibration"): a block's change is kept only if it also lowers that block's error on the held-out
-    windows, and the whole stage is undone unless it lowers the model's loss on them by ``config.min_gain``.
-    So on the held-out windows the stage never makes the model worse than the per-site fit alone.
+    windows, and the whole stage is undone unless it lowers the model's loss by ``config.min_gain`` on the
+    guard windows, which neither the tuning nor those decisions saw. So on the guard windows the stage
+    never makes the model worse than the per-site fit alone.
     """
     config = config or LayerwiseConfig()
     t0 = time.perf_counter()
-    tune_windows, holdout = split_windows(windows, config)
+    tune_windows, holdout, guard = split_windows(windows, config)
     runtime = runtime_of(model)
     tune = _ann_trace(model, tune_windows, batch=max(1, min(4, tune_windows.shape[0])))
     held = _ann_trace(model, holdout, batch=max(1, min(4, holdout.shape[0])))
@@ -160,7 +167,7 @@ def layerwise_calibrate(model: nn.Module, windows: torch.Tensor, config: Layerwi
     result = LayerwiseResult()
     tune_inputs, held_inputs = [t["x0"] for t in tune], [t["x0"] for t in held]
     with runtime.use(mode="fused", meter=None):
-        result.holdout_nll_before = mean_token_nll(model, holdout)
+        result.guard_nll_before = mean_token_nll(model, guard)
         with progress_bar("layer-wise calibration", len(layers), show_progress) as advance:
             for i, layer in enumerate(layers):
                 block = [s for n, s in sites.items() if n.startswith(f"layers.{i}.") and s.ready]
@@ -184,10 +191,10 @@ def layerwise_calibrate(model: nn.Module, windows: torch.Tensor, config: Layerwi
                 result.holdout_mse_after.append(held_after if kept else held_before)
                 result.blocks_kept.append(kept)
                 advance(1, f"block {i}: {before:.3g} -> {best:.3g} ({'kept' if kept else 'undone'})")
-        result.holdout_nll_after = result.holdout_nll_before
+        result.guard_nll_after = result.guard_nll_before
         if result.taus:
-            result.holdout_nll_after = mean_token_nll(model, holdout)
-            if result.holdout_nll_after > result.holdout_nll_before - config.min_gain:
+            result.guard_nll_after = mean_token_nll(model, guard)
+            if result.guard_nll_after > result.guard_nll_before - config.min_gain:
                 for name, (tau, theta) in fitted.items():
                     sites[name].tau, sites[name].theta = tau, theta
                 result.taus, result.thetas, result.accepted = {}, {}, False

@@ -9,22 +9,24 @@ from dataclasses import dataclass
 class LayerwiseConfig:
     """tau_scales / threshold_shifts: the candidates tried per site (1.0 / 0.0, the fitted values, are
     always kept as the fallback); windows x length: the calibration tokens the blocks are tuned on;
-    holdout_windows: further calibration windows (the last ones, never tuned on) that decide whether each
-    block's change and the whole stage are kept; min_gain: how much the stage must lower the mean token
-    loss (nats) on those windows to be kept (on SmolLM2 a gain below ~0.005 nats there was noise that
-    did not carry over to held-out text, docs/DESIGN.md "Layer-wise calibration")."""
+    holdout_windows: further calibration windows (the last ones, never tuned on, cut to ``length``) that
+    decide whether each block's change is kept; guard_windows: the calibration windows before those, at
+    their full length, that neither the tuning nor a block's decision saw: the whole stage is kept only if
+    it lowers the mean token loss (nats) on them by ``min_gain`` (docs/DESIGN.md "Layer-wise
+    calibration": a guard on the block decisions' own windows kept a stage that made held-out text worse)."""
 
     tau_scales: tuple[float, ...] = (0.8, 1.25)
     threshold_shifts: tuple[float, ...] = (-0.25, 0.25)
     windows: int = 4
     length: int = 256
     holdout_windows: int = 8
+    guard_windows: int = 8
     min_gain: float = 0.005
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tau_scales", tuple(float(x) for x in self.tau_scales))
         object.__setattr__(self, "threshold_shifts", tuple(float(x) for x in self.threshold_shifts))
-        for name in ("windows", "length", "holdout_windows"):
+        for name in ("windows", "length", "holdout_windows", "guard_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LayerwiseConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.min_gain >= 0:

@@ -23,7 +23,8 @@ def test_layerwise_lowers_block_errors_and_is_saved(arch, tmp_path):
     model = tiny_model(arch)
     plain = tiny_model(arch)
     windows = random_windows(256, n=8, length=32)
-    config = tiny_config(timesteps=4, layerwise=LayerwiseConfig(windows=4, holdout_windows=2, length=32, min_gain=0.0))
+    config = tiny_config(timesteps=4, layerwise=LayerwiseConfig(windows=4, holdout_windows=2, guard_windows=2, length=32,
+                                                                min_gain=0.0))
     state = slm.convert(model, config, calibration=windows, show_progress=False)
     slm.convert(plain, tiny_config(timesteps=4), calibration=windows, show_progress=False)
     report = state.fit["layerwise"]
@@ -102,8 +103,9 @@ def test_oat_converts_and_round_trips(tmp_path):
 @pytest.mark.slow
 def test_layerwise_never_worse_than_the_per_site_fit_on_held_out_windows(smollm2_path, smollm2_tokenizer):
     """Real SmolLM2 (two layers), real text, a stage tuned on one short window so it is prone to overfit:
-    on the held-out calibration windows the model with the stage is no worse than without it, and every
-    block whose change was undone carries exactly the per-site fit's neurons."""
+    on the guard windows (full length, seen by neither the tuning nor the block decisions) the model with
+    the stage is no worse than without it, and every block whose change was undone carries exactly the
+    per-site fit's neurons."""
     from spiking_lm_plugin.assets import text_documents
     from spiking_lm_plugin.calibration import token_windows
     from spiking_lm_plugin.layerwise import mean_token_nll, split_windows
@@ -111,14 +113,18 @@ def test_layerwise_never_worse_than_the_per_site_fit_on_held_out_windows(smollm2
     from .conftest import smollm2_layers
 
     docs = [d["text"] for d in text_documents("enwiki-excerpt", "calibration")]
-    windows = token_windows(smollm2_tokenizer, docs, 12 * 64, 64)
-    recipe = dict(timesteps=4, calibration_tokens=12 * 64, sequence_length=64)
-    stage = LayerwiseConfig(windows=1, length=16, tau_scales=(0.5, 2.0), threshold_shifts=(-0.5, 0.5))
+    windows = token_windows(smollm2_tokenizer, docs, 16 * 64, 64)
+    recipe = dict(timesteps=4, calibration_tokens=16 * 64, sequence_length=64)
+    stage = LayerwiseConfig(windows=1, length=16, holdout_windows=7, guard_windows=8, tau_scales=(0.5, 2.0),
+                            threshold_shifts=(-0.5, 0.5))
     off, on = smollm2_layers(smollm2_path, 2), smollm2_layers(smollm2_path, 2)
     slm.convert(off, slm.SpikingConfig(**recipe), calibration=windows, show_progress=False)
     state = slm.convert(on, slm.SpikingConfig(**recipe, layerwise=stage), calibration=windows, show_progress=False)
-    _, held_out = split_windows(windows, stage)
-    assert mean_token_nll(on, held_out) <= mean_token_nll(off, held_out)
+    tune, held_out, guard = split_windows(windows, stage)
+    # disjoint: window 0 tunes, windows 1-8 guard (whole), windows 9-15 decide the blocks
+    assert torch.equal(tune, windows[:1, :16]) and torch.equal(guard, windows[1:9])
+    assert torch.equal(held_out, windows[9:, :16])
+    assert mean_token_nll(on, guard) <= mean_token_nll(off, guard)
     report = state.fit["layerwise"]
     assert len(report["blocks_kept"]) == 2
     tuned, fitted = spiking_sites(on), spiking_sites(off)
@@ -133,6 +139,7 @@ def test_layerwise_never_worse_than_the_per_site_fit_on_held_out_windows(smollm2
 
 def test_layerwise_needs_disjoint_held_out_windows():
     model = tiny_model("llama")
-    config = tiny_config(timesteps=4, layerwise=LayerwiseConfig(windows=4, holdout_windows=2, length=32))
-    with pytest.raises(ValueError, match="needs 6 calibration windows"):
-        slm.convert(model, config, calibration=random_windows(256, n=5, length=32), show_progress=False)
+    config = tiny_config(timesteps=4, layerwise=LayerwiseConfig(windows=4, holdout_windows=2, guard_windows=3,
+                                                                length=32))
+    with pytest.raises(ValueError, match="needs 9 calibration windows"):
+        slm.convert(model, config, calibration=random_windows(256, n=8, length=32), show_progress=False)
