@@ -23,8 +23,8 @@ def test_layerwise_lowers_block_errors_and_is_saved(arch, tmp_path):
     model = tiny_model(arch)
     plain = tiny_model(arch)
     windows = random_windows(256, n=8, length=32)
-    config = tiny_config(timesteps=4, layerwise=LayerwiseConfig(windows=4, holdout_windows=2, guard_windows=2, length=32,
-                                                                min_gain=0.0))
+    stage = LayerwiseConfig(windows=4, holdout_windows=2, guard_windows=2, length=32, min_gain=0.0)
+    config = tiny_config(timesteps=4, layerwise=stage)
     state = slm.convert(model, config, calibration=windows, show_progress=False)
     slm.convert(plain, tiny_config(timesteps=4), calibration=windows, show_progress=False)
     report = state.fit["layerwise"]
@@ -101,7 +101,7 @@ def test_oat_converts_and_round_trips(tmp_path):
 
 
 @pytest.mark.slow
-def test_layerwise_never_worse_than_the_per_site_fit_on_held_out_windows(smollm2_path, smollm2_tokenizer):
+def test_layerwise_never_worse_than_the_per_site_fit_on_its_guard_windows(smollm2_path, smollm2_tokenizer):
     """Real SmolLM2 (two layers), real text, a stage tuned on one short window so it is prone to overfit:
     on the guard windows (full length, seen by neither the tuning nor the block decisions) the model with
     the stage is no worse than without it, and every block whose change was undone carries exactly the
