@@ -17,6 +17,9 @@ from ..sites import site_type
 from ..weight_quantization import dense_weight
 from .reservoir import SiteReservoir
 
+#: the other factor of each product factor's product (Q K^T and the gate product)
+PRODUCT_PARTNER = {"q": "k", "k": "q", "gate_act": "up", "up": "gate_act"}
+
 
 def _weight(linear: nn.Module) -> torch.Tensor:
     """The float weight of a linear (or the wrapper holding it as ``.linear``), torchao weights dequantized."""
@@ -63,7 +66,6 @@ def channel_gains(model: nn.Module, reservoirs: dict[str, SiteReservoir]) -> dic
         index = int(name.split(".")[1])
         layer = layers[index]
         attn, mlp = layer.self_attn, layer.mlp
-        partner = {"q": "k", "k": "q", "gate_act": "up", "up": "gate_act"}.get(kind)
         if kind == "attn_in":
             gain = column_energy(*attn.input_linears())
         elif kind == "mlp_in":
@@ -75,7 +77,7 @@ def channel_gains(model: nn.Module, reservoirs: dict[str, SiteReservoir]) -> dic
         elif kind == "v":        # every query head of the group reads the value channel through o_proj
             gain = column_energy(attn.output_linear).view(-1, attn.head_dim).sum(0)
         else:                    # a factor of a product: the other factor scales its error
-            gain = _mean_square(reservoirs.get(prefix + partner))
+            gain = _mean_square(reservoirs.get(prefix + PRODUCT_PARTNER[kind]))
             if gain is not None and kind in ("gate_act", "up"):
                 if index not in down_columns:
                     down_columns[index] = _down_columns(mlp)
